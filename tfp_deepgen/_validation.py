@@ -1,0 +1,81 @@
+"""Argument checks shared by every public constructor.
+
+Each check raises `ValueError` naming the argument, the allowed range and the
+value received, and returns the value normalised to a Python type.
+"""
+
+import math
+import numbers
+
+
+def _fail(name, allowed, value):
+    raise ValueError(f"`{name}` must be {allowed}. Received: {name}={value!r}")
+
+
+def _as_float(name, value, allowed):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        _fail(name, allowed, value)
+    value = float(value)
+    if not math.isfinite(value):
+        _fail(name, allowed, value)
+    return value
+
+
+def finite_float(name, value):
+    return _as_float(name, value, "a finite number")
+
+
+def positive_float(name, value):
+    allowed = "a finite number > 0"
+    value = _as_float(name, value, allowed)
+    if value <= 0:
+        _fail(name, allowed, value)
+    return value
+
+
+def non_negative_float(name, value):
+    allowed = "a finite number >= 0"
+    value = _as_float(name, value, allowed)
+    if value < 0:
+        _fail(name, allowed, value)
+    return value
+
+
+def open_unit_float(name, value):
+    allowed = "a number in the open interval (0, 1)"
+    value = _as_float(name, value, allowed)
+    if not 0 < value < 1:
+        _fail(name, allowed, value)
+    return value
+
+
+def positive_int(name, value):
+    allowed = "a positive integer"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(name, allowed, value)
+    if value <= 0:
+        _fail(name, allowed, value)
+    return int(value)
+
+
+def positive_int_tuple(name, value, rank):
+    """An int or a sequence of `rank` positive ints, returned as a tuple."""
+    allowed = f"a positive integer or a tuple of {rank} positive integers"
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,) * rank
+    try:
+        value = tuple(value)
+    except TypeError:
+        _fail(name, allowed, value)
+    if len(value) != rank or any(
+        isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0 for v in value
+    ):
+        _fail(name, allowed, value)
+    return tuple(int(v) for v in value)
+
+
+def one_of(name, value, options):
+    normalised = value.lower() if isinstance(value, str) else value
+    if normalised not in options:
+        _fail(name, "one of " + ", ".join(repr(o) for o in options), value)
+    return normalised

@@ -1,0 +1,39 @@
+"""Drop-in Keras 3 layers with weight uncertainty."""
+
+from tfp_deepgen.layers.base import (
+    StochasticLayer,
+    VariationalLayer,
+    sampling_mode,
+    stochastic_layers,
+)
+from tfp_deepgen.layers.conv import (
+    Conv1DFlipout,
+    Conv1DReparameterization,
+    Conv2DFlipout,
+    Conv2DLocalReparameterization,
+    Conv2DReparameterization,
+    Conv3DFlipout,
+    Conv3DReparameterization,
+)
+from tfp_deepgen.layers.dense import (
+    DenseFlipout,
+    DenseLocalReparameterization,
+    DenseReparameterization,
+)
+
+__all__ = [
+    "StochasticLayer",
+    "VariationalLayer",
+    "sampling_mode",
+    "stochastic_layers",
+    "DenseReparameterization",
+    "DenseFlipout",
+    "DenseLocalReparameterization",
+    "Conv1DReparameterization",
+    "Conv2DReparameterization",
+    "Conv3DReparameterization",
+    "Conv1DFlipout",
+    "Conv2DFlipout",
+    "Conv3DFlipout",
+    "Conv2DLocalReparameterization",
+]

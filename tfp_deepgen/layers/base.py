@@ -1,0 +1,197 @@
+"""What every stochastic layer shares: seeds, sampling mode, KL bookkeeping.
+
+Example:
+
+>>> import keras, tfp_deepgen as tdg
+>>> model = keras.Sequential([keras.Input((4,)), tdg.layers.DenseFlipout(2)])
+>>> with tdg.layers.sampling_mode(model, "mean"):
+...     y = model(keras.ops.ones((1, 4)))
+"""
+
+import contextlib
+
+import keras
+import tensorflow as tf
+
+from tfp_deepgen import _validation
+from tfp_deepgen import priors as priors_lib
+
+__all__ = ["StochasticLayer", "VariationalLayer", "sampling_mode", "stochastic_layers"]
+
+SAMPLING_MODES = ("sample", "mean")
+
+
+class _LastValue(keras.metrics.Metric):
+    """Holds the last value a layer reported, outside `layer.weights`.
+
+    Its `result()` is an empty dict so it does not clutter `fit` logs; read it
+    through the owning layer. Replicas each hold their own value and reading
+    in cross-replica context averages them.
+    """
+
+    def __init__(self, name):
+        super().__init__(name=name)
+        self.value = self.add_variable(
+            shape=(), initializer="zeros", dtype="float32", aggregation="mean", name="value"
+        )
+
+    def update_state(self, value):
+        self.value.assign(tf.cast(value, "float32"))
+
+    def result(self):
+        return {}
+
+    def reset_state(self):
+        self.value.assign(0.0)
+
+
+class StochasticLayer(keras.layers.Layer):
+    """Base of every layer that draws random numbers.
+
+    Owns a `keras.random.SeedGenerator`; every draw goes through
+    `self.next_seed()` into a stateless op, so the same seed gives the same
+    numbers, successive calls give new ones, and under `tf.distribute` each
+    replica draws different noise.
+
+    Args:
+        sampling: `"sample"` (draw noise in training and inference) or
+            `"mean"` (use posterior means; deterministic).
+        seed: Integer seed of the layer's random stream, or None for a random
+            one.
+    """
+
+    def __init__(self, sampling="sample", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.sampling = _validation.one_of("sampling", sampling, SAMPLING_MODES)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def next_seed(self):
+        """A fresh int32 seed of shape `[2]` for `tf.random.stateless_*`.
+
+        The replica id is folded in, because the seed variable is mirrored and
+        would otherwise hand every replica the same numbers.
+        """
+        seed = self.seed_generator.next()
+        # TFP and tf.random want int32-range seeds; Keras keeps int64 state.
+        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, tf.cast(replica.replica_id_in_sync_group, tf.int32)
+            )
+        return seed
+
+    @property
+    def sampling_enabled(self):
+        return self.sampling == "sample"
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"sampling": self.sampling, "seed": self.seed})
+        return config
+
+
+class VariationalLayer(StochasticLayer):
+    """Base of layers whose weights have a posterior and a prior.
+
+    Each call adds `kl_weight * KL(q || p)` with `add_loss` and records the
+    unweighted KL, readable as `layer.last_kl`.
+
+    Args:
+        kernel_prior: A `tfp_deepgen.priors.Prior` for the kernel.
+        bias_prior: A prior for the bias, or None for a point-estimated bias.
+        kl_weight: Multiplier of the KL term, >= 0. Set it to
+            `1 / num_training_examples` so the training loss is the negative
+            ELBO per example.
+        sampling, seed: See `StochasticLayer`.
+    """
+
+    def __init__(
+        self,
+        kernel_prior=None,
+        bias_prior=None,
+        kl_weight=1.0,
+        sampling="sample",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(sampling=sampling, seed=seed, **kwargs)
+        if kernel_prior is None:
+            kernel_prior = priors_lib.Normal(0.0, 1.0)
+        self.kernel_prior = priors_lib.get(kernel_prior, "kernel_prior")
+        self.bias_prior = priors_lib.get(bias_prior, "bias_prior")
+        self.kl_weight = _validation.non_negative_float("kl_weight", kl_weight)
+        self._kl_tracker = _LastValue(name="kl")
+
+    @property
+    def last_kl(self):
+        """Unweighted `KL(q || p)` of the most recent call (float32 scalar)."""
+        return self._kl_tracker.value.value
+
+    def add_kl(self, kl):
+        """Adds `kl_weight * kl` as a loss and records `kl` as `last_kl`."""
+        self._kl_tracker.update_state(kl)
+        self.add_loss(self.kl_weight * kl)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "kernel_prior": keras.saving.serialize_keras_object(self.kernel_prior),
+                "bias_prior": keras.saving.serialize_keras_object(self.bias_prior),
+                "kl_weight": self.kl_weight,
+            }
+        )
+        return config
+
+
+def stochastic_layers(model):
+    """Every `StochasticLayer` inside `model` (itself included), depth first."""
+    if isinstance(model, StochasticLayer):
+        return [model]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if isinstance(layer, StochasticLayer)
+    ]
+
+
+@contextlib.contextmanager
+def sampling_mode(model, mode="mean"):
+    """Temporarily switches every stochastic layer of `model` to `mode`.
+
+    Compiled `fit`/`evaluate`/`predict` functions are dropped on entry and on
+    exit, because the mode is fixed when a function is traced.
+
+    Args:
+        model: A Keras model or layer.
+        mode: `"mean"` (posterior means, deterministic) or `"sample"`.
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> model = keras.Sequential([keras.Input((3,)), tdg.layers.DenseFlipout(1)])
+    >>> with tdg.layers.sampling_mode(model, "mean"):
+    ...     a = model.predict(keras.ops.ones((2, 3)), verbose=0)
+    """
+    mode = _validation.one_of("mode", mode, SAMPLING_MODES)
+    layers = stochastic_layers(model)
+    previous = [layer.sampling for layer in layers]
+
+    def reset_compiled():
+        for attr in ("train_function", "test_function", "predict_function"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
+
+    for layer in layers:
+        layer.sampling = mode
+    reset_compiled()
+    try:
+        yield model
+    finally:
+        for layer, old in zip(layers, previous):
+            layer.sampling = old
+        reset_compiled()

@@ -1,0 +1,227 @@
+"""The three Bayes-by-Backprop estimators over any linear map (dense or conv).
+
+A variational linear layer has a mean-field Normal posterior over its kernel
+and computes `y = f(x; W) + b` with one of three gradient estimators:
+
+- reparameterization: one kernel sample `W = mu + sigma * eps` per call,
+  shared by the batch (Blundell et al., 2015);
+- flipout: the shared perturbation `sigma * eps` decorrelated per example by
+  random +-1 signs on inputs and outputs (Wen et al., 2018);
+- local reparameterization: the pre-activations sampled directly from their
+  Gaussian marginal, independent noise per example and output
+  (Kingma, Salimans & Welling, 2015).
+
+`dense.py` and `conv.py` supply the linear map `f`.
+"""
+
+import keras
+import tensorflow as tf
+
+from tfp_deepgen import _validation
+from tfp_deepgen.layers.base import VariationalLayer
+from tfp_deepgen.posteriors import MeanFieldNormal
+
+REPARAMETERIZATION = "reparameterization"
+FLIPOUT = "flipout"
+LOCAL_REPARAMETERIZATION = "local_reparameterization"
+
+# Keeps the gradient of sqrt(variance) finite where an input row is all zero.
+_VARIANCE_FLOOR = 1e-12
+
+
+def rademacher(shape, seed, dtype):
+    """Exactly +1 or -1 with probability 1/2 each (Philox, stateless)."""
+    bits = tf.random.stateless_uniform(
+        shape, seed=seed, minval=0, maxval=2, dtype=tf.int32, alg="philox"
+    )
+    return tf.cast(2 * bits - 1, dtype)
+
+
+class VariationalLinear(VariationalLayer):
+    """Shared machinery of the variational dense and conv layers.
+
+    Subclasses set `estimator` and implement `kernel_shape`, `linear`,
+    `bias_axis_shape`, `flipout_sign_shapes` and `compute_output_shape`.
+    """
+
+    estimator = None
+
+    def __init__(
+        self,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_posterior_scale_init=1e-3,
+        bias_posterior_scale_init=1e-3,
+        kernel_prior=None,
+        bias_prior=None,
+        kl_weight=1.0,
+        sampling="sample",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            kernel_prior=kernel_prior,
+            bias_prior=bias_prior,
+            kl_weight=kl_weight,
+            sampling=sampling,
+            seed=seed,
+            **kwargs,
+        )
+        self.activation = keras.activations.get(activation)
+        if not isinstance(use_bias, bool):
+            raise ValueError(f"`use_bias` must be True or False. Received: use_bias={use_bias!r}")
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_posterior_scale_init = _validation.positive_float(
+            "kernel_posterior_scale_init", kernel_posterior_scale_init
+        )
+        self.bias_posterior_scale_init = _validation.positive_float(
+            "bias_posterior_scale_init", bias_posterior_scale_init
+        )
+        if self.bias_prior is not None and not use_bias:
+            raise ValueError(
+                "`bias_prior` was given but `use_bias=False`; pass bias_prior=None "
+                "or use_bias=True."
+            )
+
+    # Hooks for dense / conv -------------------------------------------------
+
+    def kernel_shape(self, input_shape):
+        raise NotImplementedError
+
+    def linear(self, inputs, kernel):
+        """The linear map without bias, in the inputs' dtype."""
+        raise NotImplementedError
+
+    def bias_shape_for_broadcast(self):
+        """Shape that makes a `[out]` bias broadcast against the outputs."""
+        return (-1,)
+
+    def flipout_sign_shapes(self, inputs, outputs):
+        """Shapes of the per-example input and output sign tensors."""
+        raise NotImplementedError
+
+    # Keras API --------------------------------------------------------------
+
+    def build(self, input_shape):
+        kernel_shape = self.kernel_shape(input_shape)
+        self._kernel_posterior = MeanFieldNormal(
+            self,
+            "kernel",
+            kernel_shape,
+            loc_initializer=self.kernel_initializer,
+            scale_init=self.kernel_posterior_scale_init,
+        )
+        out = kernel_shape[-1]
+        self._bias_posterior = None
+        self.bias = None
+        if self.bias_prior is not None:
+            self._bias_posterior = MeanFieldNormal(
+                self,
+                "bias",
+                (out,),
+                loc_initializer=self.bias_initializer,
+                scale_init=self.bias_posterior_scale_init,
+            )
+        elif self.use_bias:
+            self.bias = self.add_weight(
+                name="bias", shape=(out,), initializer=self.bias_initializer
+            )
+
+    def kernel_posterior(self):
+        """The TFP distribution `q(kernel)` (event shape = kernel shape)."""
+        return self._kernel_posterior.distribution()
+
+    def bias_posterior(self):
+        """`q(bias)`, or None when the bias is point-estimated or absent."""
+        if self._bias_posterior is None:
+            return None
+        return self._bias_posterior.distribution()
+
+    def call(self, inputs):
+        dtype = self.compute_dtype
+        q = self._kernel_posterior
+        scale = q.scale()
+        sample_for_kl = not self.kernel_prior.has_analytic_kl
+        bias_q = self._bias_posterior
+        bias_scale = bias_q.scale() if bias_q is not None else None
+        bias_sample_for_kl = bias_q is not None and not self.bias_prior.has_analytic_kl
+
+        seeds = None
+        if self.sampling_enabled or sample_for_kl or bias_sample_for_kl:
+            seeds = tf.random.experimental.stateless_split(self.next_seed(), num=4)
+
+        def draw_kernel():
+            eps = tf.random.stateless_normal(q.shape, seed=seeds[0], alg="philox")
+            return eps * scale
+
+        def draw_bias():
+            eps = tf.random.stateless_normal(bias_q.shape, seed=seeds[1], alg="philox")
+            return bias_q.loc + bias_scale * eps
+
+        kernel_sample = None
+        bias_sample = None
+        if not self.sampling_enabled:
+            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+            bias = self.bias if bias_q is None else tf.cast(bias_q.loc, dtype)
+        elif self.estimator == REPARAMETERIZATION:
+            kernel_sample = q.loc + draw_kernel()
+            outputs = self.linear(inputs, tf.cast(kernel_sample, dtype))
+            bias = self.bias
+            if bias_q is not None:
+                bias_sample = draw_bias()
+                bias = tf.cast(bias_sample, dtype)
+        elif self.estimator == FLIPOUT:
+            perturbation = draw_kernel()
+            kernel_sample = q.loc + perturbation if sample_for_kl else None
+            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+            sign_in_shape, sign_out_shape = self.flipout_sign_shapes(inputs, outputs)
+            sign_in = rademacher(sign_in_shape, seeds[2], dtype)
+            sign_out = rademacher(sign_out_shape, seeds[3], dtype)
+            outputs += self.linear(inputs * sign_in, tf.cast(perturbation, dtype)) * sign_out
+            bias = self.bias
+            if bias_q is not None:
+                bias_sample = draw_bias()
+                bias = tf.cast(bias_sample, dtype)
+        else:  # LOCAL_REPARAMETERIZATION
+            # Mean path in the compute dtype; variance path in float32, where
+            # squared scales (~1e-6) do not underflow as they would in float16.
+            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+            variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
+            bias = self.bias
+            if bias_q is not None:
+                bias = tf.cast(bias_q.loc, dtype)
+                variance += tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
+            eps = tf.random.stateless_normal(tf.shape(variance), seed=seeds[2], alg="philox")
+            outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
+
+        if bias is not None:
+            outputs += tf.reshape(tf.cast(bias, dtype), self.bias_shape_for_broadcast())
+
+        if sample_for_kl and kernel_sample is None:
+            kernel_sample = q.loc + draw_kernel()
+        kl = self.kernel_prior.kl_divergence(q.loc, scale, sample=kernel_sample)
+        if bias_q is not None:
+            if bias_sample_for_kl and bias_sample is None:
+                bias_sample = draw_bias()
+            kl += self.bias_prior.kl_divergence(bias_q.loc, bias_scale, sample=bias_sample)
+        self.add_kl(kl)
+
+        return self.activation(outputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_posterior_scale_init": self.kernel_posterior_scale_init,
+                "bias_posterior_scale_init": self.bias_posterior_scale_init,
+            }
+        )
+        return config

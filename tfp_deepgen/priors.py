@@ -1,0 +1,188 @@
+"""Priors over the weights of variational layers.
+
+A prior is a small serializable object: it builds the TFP distribution of a
+weight tensor and computes ``KL(q || p)`` against a mean-field Normal
+posterior. The KL is analytic where TFP registers one for the pair, and a
+single-sample Monte-Carlo estimate otherwise.
+
+Example:
+
+>>> import tfp_deepgen as tdg
+>>> prior = tdg.priors.ScaleMixtureNormal(pi=0.5, scale1=1.0, scale2=0.01)
+>>> prior.has_analytic_kl
+False
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from tfp_deepgen import _validation
+
+tfd = tfp.distributions
+
+__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "get"]
+
+# Blundell et al. (2015) report -log(scale2) in {6, 7, 8} working best.
+_DEFAULT_NARROW_SCALE = math.exp(-6)
+
+
+class Prior:
+    """Base class of weight priors.
+
+    Subclasses implement `distribution(shape)`; every prior is elementwise
+    (i.i.d. over the entries of the weight tensor) so its log-density and KL
+    are sums over entries.
+    """
+
+    #: Whether TFP registers a closed-form `KL(Normal || prior)`.
+    has_analytic_kl = False
+
+    def distribution(self, shape=(), dtype="float32"):
+        """Returns the prior as a TFP distribution with batch shape `shape`."""
+        raise NotImplementedError
+
+    def log_prob(self, weights):
+        """Elementwise log-density of `weights` under the prior."""
+        return self.distribution(tf.shape(weights), weights.dtype).log_prob(weights)
+
+    def kl_divergence(self, loc, scale, sample=None):
+        """Sum over entries of `KL(Normal(loc, scale) || prior)`.
+
+        Args:
+            loc: Posterior means, any shape.
+            scale: Posterior standard deviations, same shape as `loc`.
+            sample: A draw from the posterior, used for the Monte-Carlo
+                estimate when no analytic KL exists. Required in that case.
+
+        Returns:
+            A scalar float tensor.
+        """
+        posterior = tfd.Normal(loc, scale)
+        if self.has_analytic_kl:
+            prior = self.distribution(tf.shape(loc), loc.dtype)
+            return tf.reduce_sum(tfd.kl_divergence(posterior, prior))
+        if sample is None:
+            raise ValueError(
+                f"{type(self).__name__} has no analytic KL; a posterior "
+                "`sample` is needed for the Monte-Carlo estimate."
+            )
+        return tf.reduce_sum(posterior.log_prob(sample) - self.log_prob(sample))
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Normal(Prior):
+    """Independent Normal prior `N(loc, scale^2)` on every weight.
+
+    The KL against a mean-field Normal posterior is analytic.
+
+    Args:
+        loc: Prior mean.
+        scale: Prior standard deviation, > 0.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> tdg.priors.Normal(0.0, 1.0).has_analytic_kl
+    True
+    """
+
+    has_analytic_kl = True
+
+    def __init__(self, loc=0.0, scale=1.0):
+        self.loc = _validation.finite_float("loc", loc)
+        self.scale = _validation.positive_float("scale", scale)
+
+    def distribution(self, shape=(), dtype="float32"):
+        loc = tf.fill(shape, tf.constant(self.loc, dtype))
+        return tfd.Normal(loc, tf.constant(self.scale, dtype))
+
+    def get_config(self):
+        return {"loc": self.loc, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class ScaleMixtureNormal(Prior):
+    """Scale mixture of two zero-mean Normals (Blundell et al., 2015).
+
+    `p(w) = pi N(w; 0, scale1^2) + (1 - pi) N(w; 0, scale2^2)`: a wide
+    component and a narrow one that pulls many weights to zero. It has no
+    closed-form KL against a Normal, so layers use a one-sample Monte-Carlo
+    estimate `log q(w) - log p(w)` at the weights they sampled.
+
+    Args:
+        pi: Weight of the first component, in (0, 1).
+        scale1: Standard deviation of the first component, > 0.
+        scale2: Standard deviation of the second component, > 0.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> prior = tdg.priors.ScaleMixtureNormal(0.25, 1.0, math.exp(-6))
+    """
+
+    def __init__(self, pi=0.5, scale1=1.0, scale2=_DEFAULT_NARROW_SCALE):
+        self.pi = _validation.open_unit_float("pi", pi)
+        self.scale1 = _validation.positive_float("scale1", scale1)
+        self.scale2 = _validation.positive_float("scale2", scale2)
+
+    def distribution(self, shape=(), dtype="float32"):
+        batch = tf.concat([tf.cast(shape, tf.int32), [2]], axis=0)
+        logits = tf.math.log(tf.constant([self.pi, 1.0 - self.pi], dtype))
+        scales = tf.constant([self.scale1, self.scale2], dtype)
+        return tfd.MixtureSameFamily(
+            mixture_distribution=tfd.Categorical(logits=tf.broadcast_to(logits, batch)),
+            components_distribution=tfd.Normal(
+                tf.zeros(batch, dtype), tf.broadcast_to(scales, batch)
+            ),
+        )
+
+    def log_prob(self, weights):
+        # logsumexp over the two components, without building a mixture
+        # distribution per weight: this runs on every training step.
+        dtype = weights.dtype
+        log_mix = tf.constant([math.log(self.pi), math.log1p(-self.pi)], dtype)
+        scales = tf.constant([self.scale1, self.scale2], dtype)
+        z = weights[..., None] / scales
+        log_normal = -0.5 * tf.square(z) - tf.math.log(scales) - 0.5 * math.log(2 * math.pi)
+        return tf.reduce_logsumexp(log_mix + log_normal, axis=-1)
+
+    def get_config(self):
+        return {"pi": self.pi, "scale1": self.scale1, "scale2": self.scale2}
+
+
+def get(identifier, argument="prior"):
+    """Resolves a prior from an instance, a config dict or `None`.
+
+    Raises:
+        ValueError: naming `argument` when `identifier` is not a prior.
+    """
+    if identifier is None or isinstance(identifier, Prior):
+        return identifier
+    if isinstance(identifier, dict):
+        obj = keras.saving.deserialize_keras_object(identifier)
+        if isinstance(obj, Prior):
+            return obj
+    raise ValueError(
+        f"`{argument}` must be a tfp_deepgen.priors.Prior (e.g. "
+        f"tfp_deepgen.priors.Normal(0.0, 1.0)) or None. Received: {identifier!r}"
+    )
