@@ -192,6 +192,6 @@ def sampling_mode(model, mode="mean"):
     try:
         yield model
     finally:
-        for layer, old in zip(layers, previous):
+        for layer, old in zip(layers, previous, strict=True):
             layer.sampling = old
         reset_compiled()
