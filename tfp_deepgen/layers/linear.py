@@ -152,7 +152,10 @@ class VariationalLinear(VariationalLayer):
 
         seeds = None
         if self.sampling_enabled or sample_for_kl or bias_sample_for_kl:
-            seeds = tf.random.experimental.stateless_split(self.next_seed(), num=4)
+            # With posterior-mean outputs the only noise is a KL sample, which
+            # replicas share so the loss equals one device's.
+            seed = self.next_seed(per_replica=self.sampling_enabled)
+            seeds = tf.random.experimental.stateless_split(seed, num=4)
 
         def draw_kernel():
             eps = tf.random.stateless_normal(q.shape, seed=seeds[0], alg="philox")

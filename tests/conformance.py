@@ -1,0 +1,261 @@
+"""The conformance battery every tfp_deepgen layer passes.
+
+A layer joins with one line: a `LayerCase` in the list given to `battery()`
+in `tests/test_conformance.py`. The battery checks, for each case:
+
+- build, output shape and `compute_output_shape` (eager and symbolic);
+- `get_config` / `from_config` round trip;
+- `.keras` save -> `load_model(safe_mode=True)` continuing the same noise;
+- `fit` under `jit_compile=True`;
+- `model.export()` loading and running in a fresh Python process that
+  imports only TensorFlow (tfp_deepgen and TFP imports are blocked there);
+- seed determinism: same seed, same numbers; successive calls differ;
+- gradients reaching every trainable variable;
+- `mixed_float16` and `mixed_bfloat16` policies;
+- `MirroredStrategy` over two logical CPUs: with `sampling="mean"` the loss
+  and the update (KL scaling included) equal one device's on the same global
+  batch; when sampling, the replicas draw different noise.
+"""
+
+import dataclasses
+import functools
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+BATCH = 4
+POLICIES = ("mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCase:
+    """One layer configuration for the battery.
+
+    Args:
+        layer_cls: The layer class.
+        kwargs: Constructor arguments (a `seed` is added by the battery).
+        input_shape: Input shape without the batch dimension.
+        id: Test id; defaults to the class name.
+    """
+
+    layer_cls: type
+    kwargs: dict
+    input_shape: tuple
+    id: str = ""
+
+    def __str__(self):
+        return self.id or self.layer_cls.__name__
+
+    def make(self, **overrides):
+        kwargs = {"seed": 1234, **self.kwargs, **overrides}
+        return self.layer_cls(**kwargs)
+
+    def inputs(self, batch=BATCH, seed=0):
+        return np.random.RandomState(seed).randn(batch, *self.input_shape).astype("float32")
+
+    def model(self, **overrides):
+        return keras.Sequential([keras.Input(self.input_shape), self.make(**overrides)])
+
+
+def _max_abs_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))))
+
+
+_FRESH_PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tfp_deepgen", "tensorflow_probability"):
+                raise ImportError("blocked in the serving check: " + name)
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    import tensorflow as tf
+
+    path, x_path, out_path = sys.argv[1:4]
+    loaded = tf.saved_model.load(path)
+    x = tf.constant(np.load(x_path))
+    first = loaded.serve(x).numpy()
+    second = loaded.serve(x).numpy()
+    np.savez(out_path, first=first, second=second)
+    """
+)
+
+
+def battery(cases):
+    """Returns a pytest test class running every check on every case."""
+    params = pytest.mark.parametrize("case", cases, ids=str)
+
+    @params
+    class TestConformance:
+        def test_build_and_output_shape(self, case):
+            layer = case.make()
+            x = case.inputs()
+            y = layer(x)
+            assert tuple(y.shape) == tuple(layer.compute_output_shape(x.shape))
+            symbolic = case.make()(keras.Input(case.input_shape))
+            expected = case.make().compute_output_shape((None,) + case.input_shape)
+            assert tuple(symbolic.shape) == tuple(expected)
+
+        def test_config_round_trip(self, case):
+            layer = case.make(sampling="mean")
+            config = layer.get_config()
+            json.dumps(config)  # configs must be plain JSON
+            clone = case.layer_cls.from_config(config)
+            assert clone.get_config() == config
+            x = case.inputs()
+            layer(x)
+            clone(x)
+            clone.set_weights(layer.get_weights())
+            np.testing.assert_allclose(clone(x), layer(x), rtol=1e-6, atol=1e-6)
+
+        def test_keras_file_round_trip(self, case, tmp_path):
+            model = case.model()
+            x = case.inputs()
+            model(x)  # advance the noise stream: the file must carry its state
+            path = str(tmp_path / "model.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path, safe_mode=True)
+            assert type(loaded.layers[0]) is case.layer_cls
+            np.testing.assert_array_equal(loaded(x), model(x))
+            np.testing.assert_array_equal(loaded(x), model(x))
+
+        def test_fit_with_xla(self, case):
+            model = case.model(kl_weight=1e-3)
+            x = case.inputs(batch=16)
+            y = np.random.RandomState(1).randn(*model(x).shape).astype("float32")
+            before = [w.numpy().copy() for w in model.trainable_weights]
+            model.compile(keras.optimizers.Adam(1e-2), "mse", jit_compile=True)
+            history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+            assert np.all(np.isfinite(history.history["loss"]))
+            for old, new in zip(before, model.trainable_weights, strict=True):
+                assert _max_abs_diff(old, new) > 0, f"{new.path} did not train"
+
+        def test_export_runs_without_tfp_deepgen(self, case, tmp_path):
+            model = case.model()
+            x = case.inputs()
+            with _sampling(model, "mean"):
+                expected = model(x).numpy()
+            export_dir = str(tmp_path / "serving" / "1")
+            model.export(export_dir, format="tf_saved_model", verbose=False)
+            np.save(tmp_path / "x.npy", x)
+            out = tmp_path / "out.npz"
+            result = subprocess.run(
+                [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir, tmp_path / "x.npy", out],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            served = np.load(out)
+            assert served["first"].shape == expected.shape
+            assert np.all(np.isfinite(served["first"]))
+            # The served model keeps sampling: two requests, two draws ...
+            assert _max_abs_diff(served["first"], served["second"]) > 0
+            # ... around the posterior-mean prediction (posterior scales ~1e-3).
+            assert _max_abs_diff(served["first"], expected) < 0.1
+
+        def test_seed_determinism(self, case):
+            x = case.inputs()
+            a, b, c = case.make(seed=7), case.make(seed=7), case.make(seed=8)
+            for layer in (a, b, c):
+                layer.build(x.shape)
+            b.set_weights(a.get_weights())
+            c.set_weights(a.get_weights())
+            a1, b1, c1 = a(x), b(x), c(x)
+            np.testing.assert_array_equal(a1, b1)
+            assert _max_abs_diff(a1, c1) > 0, "different seeds gave the same noise"
+            a2 = a(x)
+            np.testing.assert_array_equal(a2, b(x))
+            assert _max_abs_diff(a1, a2) > 0, "successive calls reused the noise"
+
+        def test_gradients_reach_every_trainable_variable(self, case):
+            layer = case.make(kl_weight=1e-3)
+            x = tf.constant(case.inputs())
+            layer(x)
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.square(layer(x))) + tf.add_n(layer.losses)
+            grads = tape.gradient(loss, layer.trainable_variables)
+            assert layer.trainable_variables
+            for variable, grad in zip(layer.trainable_variables, grads, strict=True):
+                assert grad is not None, f"no gradient reaches {variable.path}"
+                grad = tf.convert_to_tensor(grad).numpy()
+                assert np.all(np.isfinite(grad)), variable.path
+                assert np.any(grad != 0), f"zero gradient for {variable.path}"
+
+        @pytest.mark.parametrize("policy", POLICIES)
+        def test_mixed_precision(self, case, policy):
+            model = case.model(dtype=policy, kl_weight=1e-3)
+            layer = model.layers[0]
+            x = case.inputs(batch=8)
+            y = model(x)
+            assert y.dtype == layer.compute_dtype == policy.split("_")[1]
+            assert all(w.dtype == "float32" for w in layer.weights)
+            assert layer.last_kl.dtype == tf.float32
+            assert np.isfinite(float(layer.last_kl))
+            model.compile(keras.optimizers.Adam(1e-3), "mse", jit_compile=True)
+            target = np.zeros(y.shape, "float32")
+            history = model.fit(x, target, batch_size=4, epochs=1, verbose=0)
+            assert np.all(np.isfinite(history.history["loss"]))
+
+        def test_mirrored_strategy_matches_single_device(self, case):
+            x = case.inputs(batch=8)
+            single = case.model(sampling="mean", kl_weight=0.05)
+            # Shape from compute_output_shape: a call would advance the seed.
+            y_shape = single.compute_output_shape(x.shape)
+            y = np.random.RandomState(2).randn(*y_shape).astype("float32")
+            strategy = _two_cpu_strategy()
+            with strategy.scope():
+                mirrored = case.model(sampling="mean", kl_weight=0.05)
+            mirrored.set_weights(single.get_weights())
+            # XLA cannot compile for two logical devices of one CPU (TF's
+            # "variable on a different device" limitation); the XLA path is
+            # covered by test_fit_with_xla.
+            for model in (single, mirrored):
+                model.compile(keras.optimizers.SGD(0.1), "mse", jit_compile=False)
+            loss_single = single.evaluate(x, y, batch_size=8, verbose=0)
+            loss_mirrored = mirrored.evaluate(x, y, batch_size=8, verbose=0)
+            np.testing.assert_allclose(loss_mirrored, loss_single, rtol=1e-5)
+            single.fit(x, y, batch_size=8, epochs=1, verbose=0)
+            mirrored.fit(x, y, batch_size=8, epochs=1, verbose=0)
+            for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+        def test_mirrored_replicas_draw_different_noise(self, case):
+            strategy = _two_cpu_strategy()
+            with strategy.scope():
+                layer = case.make()
+                layer.build((None,) + case.input_shape)
+            x = tf.constant(case.inputs())
+
+            @tf.function
+            def forward(inputs):
+                return layer(inputs)
+
+            first, second = strategy.experimental_local_results(strategy.run(forward, (x,)))
+            assert _max_abs_diff(first, second) > 0, "replicas drew identical noise"
+
+    return TestConformance
+
+
+@functools.cache
+def _two_cpu_strategy():
+    # One strategy per process: TF's collective ops key their instances per
+    # strategy, and a second MirroredStrategy can collide with the first.
+    devices = tf.config.list_logical_devices("CPU")
+    assert len(devices) >= 2, "tests/conftest.py must create two logical CPUs"
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+def _sampling(model, mode):
+    from tfp_deepgen.layers import sampling_mode
+
+    return sampling_mode(model, mode)

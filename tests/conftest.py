@@ -1,0 +1,16 @@
+"""Test session set-up.
+
+Two logical CPU devices must exist before TensorFlow initialises its runtime,
+so the `MirroredStrategy` checks of the conformance battery can run on one
+CPU. Nothing else in the suite is affected: ops default to the first device.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(_cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
