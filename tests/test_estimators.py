@@ -18,27 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+from layer_classes import ALL, CONV, DENSE
 
 from tfp_deepgen import layers, priors
 from tfp_deepgen.layers.linear import rademacher
 
 tfd = tfp.distributions
 
-DENSE = [
-    layers.DenseReparameterization,
-    layers.DenseFlipout,
-    layers.DenseLocalReparameterization,
-]
-CONV = [
-    layers.Conv1DReparameterization,
-    layers.Conv2DReparameterization,
-    layers.Conv3DReparameterization,
-    layers.Conv1DFlipout,
-    layers.Conv2DFlipout,
-    layers.Conv3DFlipout,
-    layers.Conv2DLocalReparameterization,
-]
-ALL = DENSE + CONV
 SHARED_SAMPLE = {
     layers.DenseReparameterization,
     layers.Conv1DReparameterization,

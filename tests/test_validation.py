@@ -8,26 +8,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow_probability as tfp
+from layer_classes import ALL, CONV, DENSE
 
-from tfp_deepgen import layers, priors
+from tfp_deepgen import priors
 
 tfd = tfp.distributions
-
-DENSE = [
-    layers.DenseReparameterization,
-    layers.DenseFlipout,
-    layers.DenseLocalReparameterization,
-]
-CONV = [
-    layers.Conv1DReparameterization,
-    layers.Conv2DReparameterization,
-    layers.Conv3DReparameterization,
-    layers.Conv1DFlipout,
-    layers.Conv2DFlipout,
-    layers.Conv3DFlipout,
-    layers.Conv2DLocalReparameterization,
-]
-ALL = DENSE + CONV
 
 
 def _name(cls):

@@ -157,7 +157,7 @@ class VariationalLinear(VariationalLayer):
             seed = self.next_seed(per_replica=self.sampling_enabled)
             seeds = tf.random.experimental.stateless_split(seed, num=4)
 
-        def draw_kernel():
+        def draw_perturbation():
             eps = tf.random.stateless_normal(q.shape, seed=seeds[0], alg="philox")
             return eps * scale
 
@@ -171,14 +171,14 @@ class VariationalLinear(VariationalLayer):
             outputs = self.linear(inputs, tf.cast(q.loc, dtype))
             bias = self.bias if bias_q is None else tf.cast(bias_q.loc, dtype)
         elif self.estimator == REPARAMETERIZATION:
-            kernel_sample = q.loc + draw_kernel()
+            kernel_sample = q.loc + draw_perturbation()
             outputs = self.linear(inputs, tf.cast(kernel_sample, dtype))
             bias = self.bias
             if bias_q is not None:
                 bias_sample = draw_bias()
                 bias = tf.cast(bias_sample, dtype)
         elif self.estimator == FLIPOUT:
-            perturbation = draw_kernel()
+            perturbation = draw_perturbation()
             kernel_sample = q.loc + perturbation if sample_for_kl else None
             outputs = self.linear(inputs, tf.cast(q.loc, dtype))
             sign_in_shape, sign_out_shape = self.flipout_sign_shapes(inputs, outputs)
@@ -205,7 +205,7 @@ class VariationalLinear(VariationalLayer):
             outputs += tf.reshape(tf.cast(bias, dtype), self.bias_shape_for_broadcast())
 
         if sample_for_kl and kernel_sample is None:
-            kernel_sample = q.loc + draw_kernel()
+            kernel_sample = q.loc + draw_perturbation()
         kl = self.kernel_prior.kl_divergence(q.loc, scale, sample=kernel_sample)
         if bias_q is not None:
             if bias_sample_for_kl and bias_sample is None:
