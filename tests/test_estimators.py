@@ -1,7 +1,7 @@
 """The three gradient estimators of the variational linear layers behave as specified.
 
-- flipout's signs are exactly +-1 and cut the gradient variance against plain
-  reparameterization on the same model and weights;
+- flipout cuts the gradient variance against plain reparameterization on the
+  same model and weights (its signs are tested in test_random.py);
 - every estimator gives each output its exact marginal `N(x.mu + b, x^2.sigma^2)`;
 - reparameterization shares one kernel sample across the batch, flipout and
   local reparameterization do not;
@@ -21,7 +21,6 @@ import tensorflow_probability as tfp
 from layer_classes import ALL, CONV, DENSE
 
 from tfp_deepgen import layers, priors
-from tfp_deepgen.layers.linear import rademacher
 
 tfd = tfp.distributions
 
@@ -59,35 +58,6 @@ def _set_posterior(layer, loc, scale, prefix="kernel"):
     _var(layer, f"{prefix}_loc").assign(np.asarray(loc, np.float32))
     softplus_inv = np.log(np.expm1(np.asarray(scale, np.float64)))
     _var(layer, f"{prefix}_untransformed_scale").assign(softplus_inv.astype(np.float32))
-
-
-# --------------------------------------------------------------------------
-# Rademacher signs
-# --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", [tf.float32, tf.float16, tf.bfloat16, tf.float64])
-def test_rademacher_is_exactly_plus_minus_one(dtype):
-    n = 1_000_000
-    signs = rademacher(tf.constant([1000, 1000]), tf.constant([4, 2]), dtype)
-    assert signs.dtype == dtype
-    assert signs.shape == (1000, 1000)
-    values = signs.numpy().astype(np.float64)
-    unique = set(np.unique(values).tolist())
-    assert unique == {-1.0, 1.0}
-    # Mean of n fair signs has standard error 1/sqrt(n) = 1e-3.
-    assert abs(values.mean()) < 4 / math.sqrt(n)
-    # Same seed, same signs; another seed, other signs.
-    again = rademacher(tf.constant([1000, 1000]), tf.constant([4, 2]), dtype)
-    np.testing.assert_array_equal(values, again.numpy().astype(np.float64))
-    other = rademacher(tf.constant([1000, 1000]), tf.constant([4, 3]), dtype)
-    assert np.mean(values == other.numpy().astype(np.float64)) < 0.51
-
-
-def test_rademacher_signs_are_uncorrelated_across_positions():
-    signs = rademacher([200_000, 2], [7, 7], tf.float32).numpy().astype(np.float64)
-    corr = np.mean(signs[:, 0] * signs[:, 1])
-    assert abs(corr) < 4 / math.sqrt(200_000)
 
 
 # --------------------------------------------------------------------------

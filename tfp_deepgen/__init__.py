@@ -13,8 +13,8 @@ if _keras.backend.backend() != "tensorflow":
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from tfp_deepgen import callbacks, datasets, layers, posteriors, priors  # noqa: E402
+from tfp_deepgen import callbacks, datasets, layers, posteriors, priors, random  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "datasets", "layers", "posteriors", "priors", "__version__"]
+__all__ = ["callbacks", "datasets", "layers", "posteriors", "priors", "random", "__version__"]

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_deepgen import _validation
+from tfp_deepgen import _validation, random
 
 tfd = tfp.distributions
 
@@ -86,10 +86,9 @@ class MeanFieldNormal:
     def sample(self, seed):
         """One reparameterized draw `loc + scale * eps`, float32.
 
-        Uses Philox explicitly: under XLA on CPU the default stateless
-        algorithm is an order of magnitude slower (see benchmarks/).
+        The noise comes from `tfp_deepgen.random.normal` (Philox bits).
         """
-        eps = tf.random.stateless_normal(self.shape, seed=seed, alg="philox")
+        eps = random.normal(self.shape, seed)
         return self.loc + self.scale() * eps
 
     def distribution(self):

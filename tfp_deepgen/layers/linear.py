@@ -17,7 +17,7 @@ and computes `y = f(x; W) + b` with one of three gradient estimators:
 import keras
 import tensorflow as tf
 
-from tfp_deepgen import _validation
+from tfp_deepgen import _validation, random
 from tfp_deepgen.layers.base import VariationalLayer
 from tfp_deepgen.posteriors import MeanFieldNormal
 
@@ -27,14 +27,6 @@ LOCAL_REPARAMETERIZATION = "local_reparameterization"
 
 # Keeps the gradient of sqrt(variance) finite where an input row is all zero.
 _VARIANCE_FLOOR = 1e-12
-
-
-def rademacher(shape, seed, dtype):
-    """Exactly +1 or -1 with probability 1/2 each (Philox, stateless)."""
-    bits = tf.random.stateless_uniform(
-        shape, seed=seed, minval=0, maxval=2, dtype=tf.int32, alg="philox"
-    )
-    return tf.cast(2 * bits - 1, dtype)
 
 
 class VariationalLinear(VariationalLayer):
@@ -158,11 +150,11 @@ class VariationalLinear(VariationalLayer):
             seeds = tf.random.experimental.stateless_split(seed, num=4)
 
         def draw_perturbation():
-            eps = tf.random.stateless_normal(q.shape, seed=seeds[0], alg="philox")
+            eps = random.normal(q.shape, seeds[0])
             return eps * scale
 
         def draw_bias():
-            eps = tf.random.stateless_normal(bias_q.shape, seed=seeds[1], alg="philox")
+            eps = random.normal(bias_q.shape, seeds[1])
             return bias_q.loc + bias_scale * eps
 
         kernel_sample = None
@@ -182,8 +174,8 @@ class VariationalLinear(VariationalLayer):
             kernel_sample = q.loc + perturbation if sample_for_kl else None
             outputs = self.linear(inputs, tf.cast(q.loc, dtype))
             sign_in_shape, sign_out_shape = self.flipout_sign_shapes(inputs, outputs)
-            sign_in = rademacher(sign_in_shape, seeds[2], dtype)
-            sign_out = rademacher(sign_out_shape, seeds[3], dtype)
+            sign_in = random.rademacher(sign_in_shape, seeds[2], dtype)
+            sign_out = random.rademacher(sign_out_shape, seeds[3], dtype)
             outputs += self.linear(inputs * sign_in, tf.cast(perturbation, dtype)) * sign_out
             bias = self.bias
             if bias_q is not None:
@@ -198,7 +190,7 @@ class VariationalLinear(VariationalLayer):
             if bias_q is not None:
                 bias = tf.cast(bias_q.loc, dtype)
                 variance += tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
-            eps = tf.random.stateless_normal(tf.shape(variance), seed=seeds[2], alg="philox")
+            eps = random.normal(tf.shape(variance), seeds[2])
             outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
 
         if bias is not None:
