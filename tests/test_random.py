@@ -58,6 +58,22 @@ def test_normal_matches_the_standard_normal():
     assert np.abs(x).max() <= 5.43
 
 
+def test_every_level_of_the_normal_grid_is_finite_and_symmetric():
+    # All 2**32 words reduce to 2**23 levels times a sign; check every level on both
+    # sides, including the extreme ones that would round to ndtri(1.0) = inf if the
+    # upper half were computed directly.
+    levels = tf.range(2**23, dtype=tf.int32)
+    upper = random.normal_from_words(levels).numpy()
+    lower = random.normal_from_words(tf.bitwise.bitwise_or(levels, -(2**31))).numpy()
+    assert np.all(np.isfinite(upper)) and np.all(np.isfinite(lower))
+    np.testing.assert_array_equal(upper, -lower)
+    assert upper.min() > 0 and upper.max() < 5.43
+    # The grid's levels are the quantiles (k + 1/2) / 2**24 of the standard normal.
+    k = np.array([0, 1, 2**22, 2**23 - 1])
+    expected = -stats.norm.ppf((k + 0.5) / 2**24)
+    np.testing.assert_allclose(upper[k], expected, rtol=1e-5)
+
+
 def test_normal_is_deterministic_per_seed_with_uncorrelated_neighbours():
     a = random.normal([N], [1, 1]).numpy()
     np.testing.assert_array_equal(a, random.normal([N], [1, 1]).numpy())

@@ -19,7 +19,7 @@ True
 
 import tensorflow as tf
 
-__all__ = ["normal", "rademacher"]
+__all__ = ["normal", "normal_from_words", "rademacher"]
 
 _MANTISSA_BITS = 24
 
@@ -31,15 +31,29 @@ def _uniform_words(n, seed):
     )
 
 
-def normal(shape, seed, dtype="float32"):
-    """Standard normal draws by inverting the CDF of 24-bit uniforms.
+def normal_from_words(words):
+    """Maps uniformly random int32 words to standard normal float32 draws.
 
-    `ndtri((k + 1/2) / 2**24)` for a uniform 24-bit integer `k`: one Philox
-    word per number and one `ndtri`, about twice as fast on CPU as
-    `tf.random.stateless_normal` (Box-Muller, which needs logs, square roots
-    and sines). The draws are exact quantiles of the normal on a grid of
-    2**24 equally likely levels, so |x| <= 5.4: a standard normal exceeds that
-    with probability 7e-8, far below any Monte-Carlo error a layer sees.
+    The low 23 bits pick a level `k`, the sign bit a side:
+    `x = +-ndtri((k + 1/2) / 2**24)`. Working on the lower half of the
+    distribution and flipping keeps every level representable in float32:
+    `(k + 1/2) / 2**24` near 1 would round to 1.0, where `ndtri` is infinite.
+    """
+    levels = tf.bitwise.bitwise_and(words, (1 << (_MANTISSA_BITS - 1)) - 1)
+    lower_half = tf.math.ndtri((tf.cast(levels, tf.float32) + 0.5) * (2.0**-_MANTISSA_BITS))
+    return tf.where(words < 0, lower_half, -lower_half)
+
+
+def normal(shape, seed, dtype="float32"):
+    """Standard normal draws by inverting the CDF of 24 random bits.
+
+    `+-ndtri((k + 1/2) / 2**24)` for a uniform 23-bit integer `k` and a random
+    sign: one Philox word per number and one `ndtri`, about twice as fast
+    under XLA on CPU as `tf.random.stateless_normal` (Box-Muller, which needs
+    logs, square roots and sines). The draws are exact quantiles of the
+    normal on a grid of 2**24 equally likely levels, so |x| <= 5.42: a
+    standard normal exceeds that with probability 6e-8, far below any
+    Monte-Carlo error a layer sees.
 
     Args:
         shape: Output shape (list, tuple or 1-D int tensor; may be dynamic).
@@ -51,10 +65,7 @@ def normal(shape, seed, dtype="float32"):
     """
     shape = tf.convert_to_tensor(shape, dtype=tf.int32)
     words = _uniform_words(tf.reduce_prod(shape), seed)
-    levels = tf.bitwise.right_shift(words, 32 - _MANTISSA_BITS)
-    levels = tf.bitwise.bitwise_and(levels, (1 << _MANTISSA_BITS) - 1)
-    uniform = (tf.cast(levels, tf.float32) + 0.5) * (2.0**-_MANTISSA_BITS)
-    return tf.cast(tf.reshape(tf.math.ndtri(uniform), shape), dtype)
+    return tf.cast(tf.reshape(normal_from_words(words), shape), dtype)
 
 
 def rademacher(shape, seed, dtype="float32"):
