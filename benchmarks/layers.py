@@ -89,10 +89,6 @@ def _int32_seed(seed_generator):
     return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
 
 
-def _normal(shape, seed):
-    return random.normal(shape, seed)
-
-
 class _FloorMixin:
     """Draws the estimator's random numbers around a plain Keras linear layer.
 
@@ -127,7 +123,7 @@ class _FloorMixin:
         scale = self.noise_scale if ideal else FLOOR_NOISE
         shift = 0.0
         if estimator in ("reparameterization", "flipout"):
-            noise = scale * _normal(kernel.shape, seed)
+            noise = scale * random.normal(kernel.shape, seed)
             if not (ideal and estimator == "flipout"):
                 kernel = kernel + noise
             if not ideal:
@@ -149,7 +145,7 @@ class _FloorMixin:
             else:
                 outputs += FLOOR_NOISE * sign_out
         if estimator == "local_reparameterization":
-            noise = _normal(tf.shape(outputs), seed + 3)
+            noise = random.normal(tf.shape(outputs), seed + 3)
             if ideal:
                 variance = self._linear(tf.square(inputs), tf.square(scale))
                 noise = tf.sqrt(variance + 1e-12) * noise
@@ -460,14 +456,6 @@ def _rademacher_variants():
         u = tf.random.stateless_uniform(shape, seed=seed, alg="philox")
         return tf.where(u < 0.5, -1.0, 1.0)
 
-    def packed_32_per_int(shape, seed):
-        # One 32-bit draw gives 32 signs: 32x fewer random bits to generate.
-        n = tf.reduce_prod(shape)
-        words = full_int([(n + 31) // 32, 1], seed)
-        bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.range(32)), 1)
-        signs = tf.cast(2 * bits - 1, tf.float32)
-        return tf.reshape(tf.reshape(signs, [-1])[:n], shape)
-
     def tfp_random_rademacher(shape, seed):
         import tensorflow_probability as tfp
 
@@ -488,7 +476,6 @@ def _rademacher_variants():
         "full_int philox, where(sign bit)": full_int_sign_bit,
         "full_int philox, bitcast sign into 1.0": full_int_bitcast,
         "uniform float philox, where(u < 0.5)": uniform_float_lt_half,
-        "full_int philox, 32 signs per int": packed_32_per_int,
         "tfp.random.rademacher": tfp_random_rademacher,
     }
 
@@ -496,21 +483,12 @@ def _rademacher_variants():
 def _normal_variants():
     """Standard normals of a given shape; exact up to float32 resolution."""
 
-    def inverse_cdf(shape, seed):
-        # ndtri of a Philox uniform on the open grid (k + 1/2) 2^-24, k < 2^24.
-        bits = tf.random.stateless_uniform(
-            shape, seed=seed, minval=None, maxval=None, dtype=tf.int32, alg="philox"
-        )
-        grid = tf.bitwise.right_shift(bits, 8) & 0xFFFFFF
-        return tf.math.ndtri((tf.cast(grid, tf.float32) + 0.5) * 2.0**-24)
-
     variants = {
         f"stateless_normal alg={alg}": lambda shape, seed, alg=alg: tf.random.stateless_normal(
             shape, seed=seed, alg=alg
         )
         for alg in ("auto_select", "philox", "threefry")
     }
-    variants["ndtri(stateless_uniform philox bits)"] = inverse_cdf
     variants["library's random.normal (ndtri)"] = random.normal
     return variants
 
