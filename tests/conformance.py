@@ -259,3 +259,150 @@ def _sampling(model, mode):
     from tfp_deepgen.layers import sampling_mode
 
     return sampling_mode(model, mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadCase:
+    """One head configuration for the head battery.
+
+    Args:
+        head_cls: The head class.
+        kwargs: Constructor arguments.
+        labels: `labels(rng, batch)` returns labels in the head's support.
+        id: Test id; defaults to the class name.
+    """
+
+    head_cls: type
+    kwargs: dict
+    labels: object
+    id: str = ""
+    num_features: int = 3
+
+    def __str__(self):
+        return self.id or self.head_cls.__name__
+
+    def make(self, **overrides):
+        return self.head_cls(**{**self.kwargs, **overrides})
+
+    def model(self, dtype=None):
+        head = self.make()
+        return keras.Sequential(
+            [
+                keras.Input((self.num_features,)),
+                keras.layers.Dense(head.input_size, dtype=dtype, kernel_initializer="zeros"),
+                head,
+            ]
+        )
+
+    def data(self, batch=BATCH, seed=0):
+        rng = np.random.RandomState(seed)
+        x = rng.randn(batch, self.num_features).astype("float32")
+        return x, self.labels(rng, batch)
+
+
+def head_battery(cases):
+    """Returns a pytest test class running the head checks on every case."""
+
+    @pytest.mark.parametrize("case", cases, ids=str)
+    class TestHeadConformance:
+        def test_output_shape_and_dtype(self, case):
+            model = case.model()
+            head = model.layers[-1]
+            x, _ = case.data()
+            y = model(x)
+            assert y.dtype == "float32"
+            assert tuple(y.shape) == (BATCH, head.output_size)
+            assert tuple(head.compute_output_shape((None, head.input_size))) == (
+                None,
+                head.output_size,
+            )
+            assert head.distribution(y).batch_shape == (BATCH,)
+
+        def test_config_round_trip(self, case):
+            head = case.make()
+            config = head.get_config()
+            json.dumps(config)
+            clone = case.head_cls.from_config(config)
+            assert clone.get_config() == config
+            loss_config = head.loss.get_config()
+            json.dumps(loss_config)
+            assert type(head.loss).from_config(loss_config).get_config() == loss_config
+
+        def test_keras_file_round_trip_with_compiled_loss(self, case, tmp_path):
+            model = case.model()
+            model.compile("sgd", loss=model.layers[-1].loss)
+            x, y = case.data()
+            model.layers[0].set_weights(
+                [np.full_like(w, 0.1) for w in model.layers[0].get_weights()]
+            )
+            path = str(tmp_path / "model.keras")
+            model.save(path)
+            loaded = keras.saving.load_model(path, safe_mode=True)
+            assert type(loaded.layers[-1]) is case.head_cls
+            np.testing.assert_array_equal(loaded(x), model(x))
+            np.testing.assert_allclose(
+                loaded.evaluate(x, y, verbose=0), model.evaluate(x, y, verbose=0), rtol=1e-6
+            )
+
+        def test_fit_with_xla_trains_every_variable(self, case):
+            model = case.model()
+            x, y = case.data(batch=16)
+            model.compile(keras.optimizers.Adam(1e-2), model.layers[-1].loss, jit_compile=True)
+            before = [w.numpy().copy() for w in model.trainable_weights]
+            history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+            assert np.all(np.isfinite(history.history["loss"]))
+            for old, new in zip(before, model.trainable_weights, strict=True):
+                assert _max_abs_diff(old, new) > 0, f"{new.path} did not train"
+
+        def test_export_runs_without_tfp_deepgen(self, case, tmp_path):
+            model = case.model()
+            model.layers[0].set_weights(
+                [np.full_like(w, 0.1) for w in model.layers[0].get_weights()]
+            )
+            x, _ = case.data()
+            export_dir = str(tmp_path / "serving" / "1")
+            model.export(export_dir, format="tf_saved_model", verbose=False)
+            np.save(tmp_path / "x.npy", x)
+            out = tmp_path / "out.npz"
+            result = subprocess.run(
+                [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir, tmp_path / "x.npy", out],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            np.testing.assert_allclose(np.load(out)["first"], model(x), rtol=1e-6)
+
+        @pytest.mark.parametrize("policy", POLICIES)
+        def test_mixed_precision(self, case, policy):
+            model = case.model(dtype=policy)
+            x, y = case.data(batch=8)
+            assert model(x).dtype == "float32"
+            model.compile(keras.optimizers.Adam(1e-3), model.layers[-1].loss, jit_compile=True)
+            history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+            assert np.all(np.isfinite(history.history["loss"]))
+
+        def test_mirrored_strategy_matches_single_device(self, case):
+            x, y = case.data(batch=8)
+            single = case.model()
+            with _two_cpu_strategy().scope():
+                mirrored = case.model()
+            weights = [
+                np.random.RandomState(3).uniform(-0.3, 0.3, w.shape).astype("float32")
+                for w in single.get_weights()
+            ]
+            single.set_weights(weights)
+            mirrored.set_weights(weights)
+            for model in (single, mirrored):
+                model.compile(keras.optimizers.SGD(0.1), model.layers[-1].loss)
+            np.testing.assert_allclose(
+                mirrored.evaluate(x, y, batch_size=8, verbose=0),
+                single.evaluate(x, y, batch_size=8, verbose=0),
+                rtol=1e-5,
+            )
+            single.fit(x, y, batch_size=8, epochs=1, verbose=0)
+            mirrored.fit(x, y, batch_size=8, epochs=1, verbose=0)
+            for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
+                np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+    return TestHeadConformance

@@ -13,8 +13,29 @@ if _keras.backend.backend() != "tensorflow":
         f"{_keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow."
     )
 
-from tfp_deepgen import callbacks, datasets, layers, posteriors, priors, random  # noqa: E402
+from tfp_deepgen import (  # noqa: E402
+    callbacks,
+    datasets,
+    heads,
+    layers,
+    losses,
+    metrics,
+    posteriors,
+    priors,
+    random,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["callbacks", "datasets", "layers", "posteriors", "priors", "random", "__version__"]
+__all__ = [
+    "callbacks",
+    "datasets",
+    "heads",
+    "layers",
+    "losses",
+    "metrics",
+    "posteriors",
+    "priors",
+    "random",
+    "__version__",
+]

@@ -1,0 +1,38 @@
+"""Distribution-output heads: `y ~ p(y | NN(x))` as the last layer of a model.
+
+A head emits one parameter tensor; `head.distribution(params)` is the TFP
+distribution and `head.loss` its negative log-likelihood:
+
+>>> import keras, tfp_deepgen as tdg
+>>> head = tdg.heads.Poisson()
+>>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(head.input_size), head])
+>>> model.compile("adam", loss=head.loss)
+"""
+
+from tfp_deepgen.heads.base import DistributionHead
+from tfp_deepgen.heads.continuous import (
+    Gamma,
+    IndependentNormal,
+    MixtureNormal,
+    MultivariateNormalTriL,
+    StudentT,
+)
+from tfp_deepgen.heads.discrete import (
+    Categorical,
+    IndependentBernoulli,
+    NegativeBinomial,
+    Poisson,
+)
+
+__all__ = [
+    "DistributionHead",
+    "IndependentNormal",
+    "IndependentBernoulli",
+    "Categorical",
+    "Poisson",
+    "NegativeBinomial",
+    "Gamma",
+    "StudentT",
+    "MixtureNormal",
+    "MultivariateNormalTriL",
+]

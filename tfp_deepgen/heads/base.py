@@ -1,0 +1,156 @@
+"""What every distribution-output head shares.
+
+A head is the last layer of a model. Keras graphs carry tensors, so the head
+outputs one float32 tensor of *unconstrained* distribution parameters;
+`head.distribution(params)` maps them through numerically safe transforms
+(softplus scales, logits, log-rates) into a TFP distribution, and `head.loss`
+is the negative log-likelihood of the labels under it.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfp_deepgen import _validation
+
+
+class DistributionHead(keras.layers.Layer):
+    """Base class of the heads in `tfp_deepgen.heads`.
+
+    Subclasses define `params_size` (a static method), `_param_count` (the
+    size of the tensor the head emits), `_distribution` (unconstrained
+    parameters to a TFP distribution over one example) and, where labels are
+    restricted, `_in_support`.
+
+    The head always computes in float32, whatever the dtype policy of the
+    layers before it: distributions and their log-likelihoods need it.
+    """
+
+    #: Human-readable support, used in error messages about labels.
+    support = "finite real numbers"
+    #: A label inside the support, substituted for invalid ones so that the
+    #: log-likelihood (and its gradient) stays finite before it is masked.
+    _safe_label = 0.0
+    #: Whether the labels are class ids (one per example, no event axis).
+    _integer_labels = False
+
+    def __init__(self, event_size=1, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.event_size = _validation.positive_int("event_size", event_size)
+
+    # -- sizes ---------------------------------------------------------------
+
+    @property
+    def input_size(self):
+        """Size of the last axis this head expects from the layer before it."""
+        return self._param_count
+
+    @property
+    def output_size(self):
+        """Size of the last axis of the parameter tensor the head emits."""
+        return self._param_count
+
+    @property
+    def _param_count(self):
+        raise NotImplementedError
+
+    # -- the Keras layer -----------------------------------------------------
+
+    def build(self, input_shape):
+        self._check_last_dim("inputs", input_shape[-1], self.input_size)
+
+    def call(self, inputs):
+        return tf.cast(inputs, "float32")
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_size)
+
+    # -- distributions -------------------------------------------------------
+
+    def distribution(self, params):
+        """The TFP distribution of one example per row of `params`.
+
+        Args:
+            params: The head's output, shape `(..., output_size)`.
+        """
+        params = tf.convert_to_tensor(params, "float32")
+        self._check_last_dim("params", params.shape[-1], self.output_size)
+        return self._distribution(params)
+
+    def log_prob(self, y, params):
+        """Log-likelihood of each example's label, shape `params.shape[:-1]`."""
+        y, params = self._prepare(y, params)
+        return self.distribution(params).log_prob(y)
+
+    @property
+    def loss(self):
+        """The Keras loss `-log p(y_true | params)` for `model.compile`."""
+        from tfp_deepgen.losses import NegativeLogLikelihood
+
+        if getattr(self, "_loss", None) is None:
+            object.__setattr__(self, "_loss", NegativeLogLikelihood(self))
+        return self._loss
+
+    # -- labels --------------------------------------------------------------
+
+    def _prepare(self, y, params):
+        params = tf.convert_to_tensor(params, "float32")
+        y = tf.convert_to_tensor(y)
+        y = tf.cast(y, "float32")
+        rank = params.shape.rank
+        if self._integer_labels:
+            if y.shape.rank == rank and y.shape[-1] == 1:
+                y = tf.squeeze(y, -1)
+        elif y.shape.rank == rank - 1:
+            y = y[..., None]
+        return y, params
+
+    def _in_support(self, y):
+        return tf.math.is_finite(y)
+
+    def checked_nll(self, y, params):
+        """Per-example negative log-likelihood with the labels checked.
+
+        Eagerly, labels outside the support raise `ValueError`; in a graph
+        they give an infinite loss for their example (never NaN), and their
+        gradient is zero, so `keras.callbacks.TerminateOnNaN` stops training.
+        """
+        y, params = self._prepare(y, params)
+        valid = self._in_support(y)
+        if tf.executing_eagerly() and not bool(tf.reduce_all(valid)):
+            bad = tf.boolean_mask(y, tf.logical_not(valid)).numpy()
+            raise ValueError(
+                f"{type(self).__name__} head {self.name!r}: `y_true` must hold "
+                f"{self.support}; {bad.size} value(s) are not, e.g. "
+                f"{np.unique(bad)[:5].tolist()}."
+            )
+        safe_y = tf.where(valid, y, tf.cast(self._safe_label, y.dtype))
+        nll = -self.distribution(params).log_prob(safe_y)
+        if not self._integer_labels:
+            valid = tf.reduce_all(valid, axis=-1)
+        return tf.where(valid, nll, tf.constant(np.inf, nll.dtype))
+
+    # -- shared helpers ------------------------------------------------------
+
+    def _check_last_dim(self, argument, actual, expected):
+        if actual is not None and actual != expected:
+            raise ValueError(
+                f"{type(self).__name__} head {self.name!r} expects `{argument}` "
+                f"with last dimension {expected} (its params_size), but got "
+                f"{actual}. Put `keras.layers.Dense({self.input_size})` before it."
+            )
+
+    def _split(self, params, sizes):
+        return tf.split(params, sizes, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        config["event_size"] = self.event_size
+        return config
+
+
+def positive(x, minimum):
+    """Softplus mapped above `minimum`: a smooth, overflow-free positive transform."""
+    return tf.math.softplus(x) + minimum
