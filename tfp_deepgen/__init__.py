@@ -21,6 +21,7 @@ from tfp_deepgen import (  # noqa: E402
     losses,
     metrics,
     posteriors,
+    predictive,
     priors,
     random,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "losses",
     "metrics",
     "posteriors",
+    "predictive",
     "priors",
     "random",
     "__version__",

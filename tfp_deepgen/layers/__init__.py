@@ -3,6 +3,7 @@
 from tfp_deepgen.layers.base import (
     StochasticLayer,
     VariationalLayer,
+    monte_carlo_mode,
     sampling_mode,
     stochastic_layers,
 )
@@ -24,6 +25,7 @@ from tfp_deepgen.layers.dense import (
 __all__ = [
     "StochasticLayer",
     "VariationalLayer",
+    "monte_carlo_mode",
     "sampling_mode",
     "stochastic_layers",
     "DenseReparameterization",

@@ -16,7 +16,13 @@ import tensorflow as tf
 from tfp_deepgen import _validation
 from tfp_deepgen import priors as priors_lib
 
-__all__ = ["StochasticLayer", "VariationalLayer", "sampling_mode", "stochastic_layers"]
+__all__ = [
+    "StochasticLayer",
+    "VariationalLayer",
+    "monte_carlo_mode",
+    "sampling_mode",
+    "stochastic_layers",
+]
 
 SAMPLING_MODES = ("sample", "mean")
 
@@ -67,6 +73,8 @@ class StochasticLayer(keras.layers.Layer):
             raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        # Set by `monte_carlo_mode`: the batch holds this many stacked copies.
+        self.monte_carlo_samples = None
 
     def next_seed(self, per_replica=True):
         """A fresh int32 seed of shape `[2]` for `tf.random.stateless_*`.
@@ -215,3 +223,32 @@ def sampling_mode(model, mode="mean"):
         for layer, old in zip(layers, previous, strict=True):
             layer.sampling = old
         reset_compiled()
+
+
+@contextlib.contextmanager
+def monte_carlo_mode(model, num_samples):
+    """Makes `model` draw independent posterior samples for stacked copies.
+
+    Inside the context every stochastic layer samples (whatever its
+    `sampling`), skips its KL term, and treats its batch as `num_samples`
+    stacked copies of the real batch (copy-major, as `tf.tile` makes them):
+    the outputs of copy `s` come from posterior sample `s`, independent of the
+    other copies. Trace the model inside the context; `tfp_deepgen.predictive`
+    does this for you.
+
+    Args:
+        model: A Keras model or layer.
+        num_samples: Number of stacked copies, a positive integer.
+    """
+    num_samples = _validation.positive_int("num_samples", num_samples)
+    layers = stochastic_layers(model)
+    previous = [(layer.sampling, layer.monte_carlo_samples) for layer in layers]
+    for layer in layers:
+        layer.sampling = "sample"
+        layer.monte_carlo_samples = num_samples
+    try:
+        yield model
+    finally:
+        for layer, (sampling, samples) in zip(layers, previous, strict=True):
+            layer.sampling = sampling
+            layer.monte_carlo_samples = samples

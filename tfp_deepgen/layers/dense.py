@@ -66,6 +66,9 @@ class _VariationalDense(linear.VariationalLinear):
     def flipout_sign_shapes(self, inputs, outputs):
         return tf.shape(inputs), tf.shape(outputs)
 
+    def exact_local_sampling(self, inputs):
+        return inputs.shape.rank == 2
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 

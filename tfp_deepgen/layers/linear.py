@@ -134,6 +134,8 @@ class VariationalLinear(VariationalLayer):
         return self._bias_posterior.distribution()
 
     def call(self, inputs):
+        if self.monte_carlo_samples is not None:
+            return self.activation(self._monte_carlo_call(inputs))
         dtype = self.compute_dtype
         q = self._kernel_posterior
         scale = q.scale()
@@ -206,6 +208,60 @@ class VariationalLinear(VariationalLayer):
         self.add_kl(kl)
 
         return self.activation(outputs)
+
+    def _monte_carlo_call(self, inputs):
+        """Pre-activations for `monte_carlo_samples` stacked copies of a batch.
+
+        When each example meets the kernel once (a dense layer on rank-2
+        inputs), an example's pre-activations under a kernel sample are
+        exactly Gaussian, `N(x mu, x^2 sigma^2)`, and drawing them with
+        independent noise per row (local reparameterization) is the same, for
+        every example, as drawing one kernel per copy. Otherwise (convolutions,
+        dense layers over sequences) each copy gets its own kernel sample.
+        """
+        dtype = self.compute_dtype
+        q, bias_q = self._kernel_posterior, self._bias_posterior
+        scale = q.scale()
+        seeds = tf.random.experimental.stateless_split(self.next_seed(), num=2)
+        bias_shape = self.bias_shape_for_broadcast()
+        if self.exact_local_sampling(inputs):
+            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+            variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
+            bias = self.bias
+            if bias_q is not None:
+                bias = bias_q.loc
+                variance += tf.reshape(tf.square(bias_q.scale()), bias_shape)
+            eps = random.normal(tf.shape(variance), seeds[0])
+            outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
+            if bias is not None:
+                outputs += tf.reshape(tf.cast(bias, dtype), bias_shape)
+            return outputs
+
+        num_samples = self.monte_carlo_samples
+        copies = tf.reshape(inputs, tf.concat([[num_samples, -1], tf.shape(inputs)[1:]], 0))
+        kernel_shape = (num_samples, *q.shape)
+        kernels = q.loc + scale * random.normal(kernel_shape, seeds[0])
+
+        def one_copy(args):
+            return self.linear(*args)
+
+        outputs = tf.vectorized_map(one_copy, (copies, tf.cast(kernels, dtype)))
+        bias = self.bias
+        if bias_q is not None:
+            eps = random.normal((num_samples, *bias_q.shape), seeds[1])
+            bias = bias_q.loc + bias_q.scale() * eps
+            # (copy, example, ...): one bias sample per copy, on the channel axis.
+            per_copy = [num_samples, 1, *bias_shape]
+            if bias_shape == (-1,):
+                per_copy = [num_samples, *[1] * (outputs.shape.rank - 2), -1]
+            outputs += tf.reshape(tf.cast(bias, dtype), per_copy)
+        elif bias is not None:
+            outputs += tf.reshape(tf.cast(bias, dtype), bias_shape)
+        return tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))
+
+    def exact_local_sampling(self, inputs):
+        """Whether each example meets the kernel exactly once."""
+        return False
 
     def get_config(self):
         config = super().get_config()
