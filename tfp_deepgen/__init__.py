@@ -16,6 +16,7 @@ if _keras.backend.backend() != "tensorflow":
 from tfp_deepgen import (  # noqa: E402
     callbacks,
     datasets,
+    export,
     heads,
     layers,
     losses,
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 __all__ = [
     "callbacks",
     "datasets",
+    "export",
     "heads",
     "layers",
     "losses",

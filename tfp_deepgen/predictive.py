@@ -30,6 +30,22 @@ __all__ = ["MonteCarloPredictive", "predict"]
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
 _BISECTION_STEPS = 48
 _BRACKET_DOUBLINGS = 12
+_CLASSIFIER_OUTPUTS = (
+    "probabilities",
+    "predictive_entropy",
+    "expected_entropy",
+    "mutual_information",
+    "samples",
+)
+_CONTINUOUS_OUTPUTS = (
+    "mean",
+    "stddev",
+    "variance",
+    "aleatoric_variance",
+    "epistemic_variance",
+    "quantiles",
+    "samples",
+)
 
 
 class MonteCarloPredictive:
@@ -78,17 +94,45 @@ class MonteCarloPredictive:
             params = self.model(copies, training=False)
         return tf.reshape(params, [self.num_samples, -1, self.head.output_size])
 
-    def __call__(self, x):
-        params = self.parameter_samples(x)
-        seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+    @property
+    def output_names(self):
+        """The keys `__call__` returns, in order."""
         if self.is_classifier:
-            out = _classifier_summaries(self.head, params, seed)
+            return _CLASSIFIER_OUTPUTS
+        return _CONTINUOUS_OUTPUTS
+
+    def __call__(self, x, outputs=None):
+        """Summaries of the predictive at `x`.
+
+        Args:
+            x: A batch of inputs.
+            outputs: Names of the summaries to compute (default: all of
+                `output_names`); the others are not computed.
+        """
+        outputs = tuple(outputs or self.output_names)
+        for name in outputs:
+            _validation.one_of("outputs", name, self.output_names)
+        params = self.parameter_samples(x)
+        seed = None
+        if "samples" in outputs:
+            seed = self.seed_generator.next()
+            seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        if self.is_classifier:
+            summaries = _classifier_summaries(self.head, params, outputs, seed)
         else:
-            out = _continuous_summaries(self.head, params, self.quantiles, seed)
-        return out
+            summaries = _continuous_summaries(self.head, params, self.quantiles, outputs, seed)
+        return {name: summaries[name] for name in outputs}
 
 
-def predict(model, x, num_samples=32, quantiles=DEFAULT_QUANTILES, batch_size=256, seed=None):
+def predict(
+    model,
+    x,
+    num_samples=32,
+    quantiles=DEFAULT_QUANTILES,
+    batch_size=256,
+    seed=None,
+    outputs=None,
+):
     """Monte-Carlo predictive of `model` on `x`, as numpy arrays.
 
     Args:
@@ -98,13 +142,14 @@ def predict(model, x, num_samples=32, quantiles=DEFAULT_QUANTILES, batch_size=25
         quantiles: Levels of the predictive quantiles (continuous heads).
         batch_size: Examples per compiled call.
         seed: Seed of the label draws in `samples`.
+        outputs: Names of the summaries to compute (default: all).
 
     Returns:
         A dict of numpy arrays; see `MonteCarloPredictive` for the keys.
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
     predictive = MonteCarloPredictive(model, num_samples, quantiles, seed)
-    run = tf.function(predictive.__call__, reduce_retracing=True)
+    run = tf.function(lambda batch: predictive(batch, outputs), reduce_retracing=True)
     x = np.asarray(x)
     chunks = [run(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
@@ -114,7 +159,7 @@ def _batch_first(t):
     return tf.experimental.numpy.moveaxis(t, 0, 1)
 
 
-def _classifier_summaries(head, params, seed):
+def _classifier_summaries(head, params, outputs, seed):
     if isinstance(head, Categorical):
         per_sample = tf.nn.softmax(params)  # (S, B, K)
         probabilities = tf.reduce_mean(per_sample, 0)
@@ -131,18 +176,19 @@ def _classifier_summaries(head, params, seed):
 
     predictive_entropy = entropy(probabilities)
     expected_entropy = tf.reduce_mean(entropy(per_sample), 0)
-    samples = head.distribution(params).sample(seed=seed)
-    return {
+    summaries = {
         "probabilities": probabilities,
         "predictive_entropy": predictive_entropy,
         "expected_entropy": expected_entropy,
         # Jensen's gap; float rounding can make it a hair negative.
         "mutual_information": tf.maximum(predictive_entropy - expected_entropy, 0.0),
-        "samples": _batch_first(samples),
     }
+    if "samples" in outputs:
+        summaries["samples"] = _batch_first(head.distribution(params).sample(seed=seed))
+    return summaries
 
 
-def _continuous_summaries(head, params, quantiles, seed):
+def _continuous_summaries(head, params, quantiles, outputs, seed):
     distribution = head.distribution(params)
     means = distribution.mean()  # (S, B, d)
     variances = distribution.variance()
@@ -150,20 +196,22 @@ def _continuous_summaries(head, params, quantiles, seed):
     aleatoric = tf.reduce_mean(variances, 0)
     epistemic = tf.reduce_mean(tf.square(means - mean), 0)
     variance = aleatoric + epistemic
-    marginal = head.marginal(params)
-    levels = tf.constant(quantiles, "float32")
-    q = _mixture_quantiles(marginal, levels, means, variances)
-    if isinstance(head, (Poisson, NegativeBinomial)):
-        q = tf.floor(q)
-    return {
+    summaries = {
         "mean": mean,
         "stddev": tf.sqrt(variance),
         "variance": variance,
         "aleatoric_variance": aleatoric,
         "epistemic_variance": epistemic,
-        "quantiles": _batch_first(q),
-        "samples": _batch_first(distribution.sample(seed=seed)),
     }
+    if "quantiles" in outputs:
+        levels = tf.constant(quantiles, "float32")
+        q = _mixture_quantiles(head.marginal(params), levels, means, variances)
+        if isinstance(head, (Poisson, NegativeBinomial)):
+            q = tf.floor(q)
+        summaries["quantiles"] = _batch_first(q)
+    if "samples" in outputs:
+        summaries["samples"] = _batch_first(distribution.sample(seed=seed))
+    return summaries
 
 
 def _mixture_quantiles(marginal, levels, means, variances):
