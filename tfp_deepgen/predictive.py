@@ -205,8 +205,9 @@ def _continuous_summaries(head, params, quantiles, outputs, seed):
     }
     if "quantiles" in outputs:
         levels = tf.constant(quantiles, "float32")
-        q = _mixture_quantiles(head.marginal(params), levels, means, variances)
-        if isinstance(head, (Poisson, NegativeBinomial)):
+        counts = isinstance(head, (Poisson, NegativeBinomial))
+        q = _mixture_quantiles(head.marginal(params), levels, means, variances, counts)
+        if counts:
             q = tf.floor(q)
         summaries["quantiles"] = _batch_first(q)
     if "samples" in outputs:
@@ -214,7 +215,7 @@ def _continuous_summaries(head, params, quantiles, outputs, seed):
     return summaries
 
 
-def _mixture_quantiles(marginal, levels, means, variances):
+def _mixture_quantiles(marginal, levels, means, variances, counts=False):
     """Quantiles of the equal-weight mixture over samples of each output.
 
     Bisection on the mixture CDF `F(y) = 1/S sum_s F_s(y)`, vectorised over
@@ -225,9 +226,16 @@ def _mixture_quantiles(marginal, levels, means, variances):
     q = tf.reshape(levels, [-1, 1, 1])
 
     def cdf(y):  # y: (Q, B, d) -> (Q, B, d)
+        if counts:  # TFP's count CDFs interpolate between integers
+            y = tf.floor(y)
         return tf.reduce_mean(marginal.cdf(y[:, None]), 1)
 
-    spread = tf.reduce_max(tf.sqrt(variances), 0) + 1e-6
+    # Heavy tails (StudentT with df <= 2) have no finite moments; the
+    # doublings below then find the bracket from a unit start.
+    means = tf.where(tf.math.is_finite(means), means, 0.0)
+    stddevs = tf.sqrt(variances)
+    stddevs = tf.where(tf.math.is_finite(stddevs), stddevs, 1.0)
+    spread = tf.reduce_max(stddevs, 0) + 1e-6
     lo = tf.broadcast_to(tf.reduce_min(means, 0) - 4.0 * spread, shape)
     hi = tf.broadcast_to(tf.reduce_max(means, 0) + 4.0 * spread, shape)
     for i in range(_BRACKET_DOUBLINGS):  # heavy tails: widen until bracketed

@@ -1,0 +1,623 @@
+"""The Monte-Carlo predictive against exact answers.
+
+- one variational dense layer into a fixed-scale Normal head has a Gaussian
+  predictive in closed form: mean, the aleatoric/epistemic split, stddev,
+  quantiles and samples agree with it within Monte-Carlo error;
+- every estimator, dense and conv, draws independent posterior samples for
+  the stacked copies, with the per-example distribution of one kernel draw
+  per sample (checked against kernels drawn in numpy), and a copy's kernel is
+  shared by every position of a convolution;
+- classifier summaries (probabilities, entropies, mutual information) follow
+  their formulas from the parameter samples;
+- mixture quantiles equal scipy's for Poisson, NegativeBinomial, StudentT,
+  Gamma and MixtureNormal heads on a (near) deterministic model;
+- batching, argument checks and XLA.
+
+Monte-Carlo bounds. Every statistical check allows `Z = 5` standard errors
+(a false alarm has probability ~6e-7 per check for a Gaussian estimator; the
+seeds are fixed anyway, so the tests are deterministic) of the estimator at
+hand, with `S` draws:
+
+- a mean: `sqrt(var / S)`;
+- the plug-in variance `1/S sum (y - ybar)^2`: `sqrt((mu4 - var^2) / S)`,
+  i.e. `var * sqrt(2 / S)` for a Gaussian, plus its bias `var / S`;
+- a standard deviation: the variance bound divided by `2 * sd` (delta method);
+- a correlation: `(1 - rho^2) / sqrt(S)`;
+- a quantile at level `p` of a mixture of `S` iid components: the mixture
+  CDF at a point is a mean of `S` iid terms in [0, 1] whose variance is at
+  most `p (1 - p)`, so the quantile is off by at most
+  `Z * sqrt(p (1 - p) / S) / f(q_p)` (delta method, `f` the exact density).
+
+Two-sample comparisons (ours against a numpy reference of the same size) add
+the two squared standard errors.
+
+Float32: a mean of `S` float32 numbers is off by up to `S * 2**-24 * |mean|`
+from summation alone (measured: 1.7e-4 relative at S = 20000), which the
+Gaussian checks add where it matters (a row whose output is deterministic).
+"""
+
+import keras
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.special
+import scipy.stats
+import tensorflow as tf
+
+from tfp_deepgen import heads, layers, posteriors, predictive, priors
+
+Z = 5.0  # standard errors allowed by every Monte-Carlo check
+F32 = 2.0**-24  # float32 unit roundoff
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def _var(layer, name):
+    (var,) = [v for v in layer.weights if v.name == name]
+    return var
+
+
+def _set_posterior(layer, prefix, loc, scale):
+    """Sets `q(prefix)` to N(loc, scale^2) (scale as the layer reads it)."""
+    _var(layer, f"{prefix}_loc").assign(np.asarray(loc, np.float32))
+    target = np.asarray(scale, np.float64) - posteriors.MIN_SCALE
+    raw = np.log(np.expm1(target))  # softplus^-1
+    _var(layer, f"{prefix}_untransformed_scale").assign(raw.astype(np.float32))
+
+
+def _kernel_scale(layer):
+    """The posterior stddev of the kernel exactly as the layer uses it."""
+    return layer.kernel_posterior().distribution.scale.numpy().astype(np.float64)
+
+
+def _bias_scale(layer):
+    return layer.bias_posterior().distribution.scale.numpy().astype(np.float64)
+
+
+def _plugin_var_bound(var, n, mu4=None):
+    """Z standard errors of the plug-in variance, plus its bias."""
+    if mu4 is None:  # Gaussian
+        mu4 = 3.0 * var**2
+    return Z * np.sqrt(np.maximum(mu4 - var**2, 0.0) / n) + var / n
+
+
+def _assert_same_distribution(ours, reference, what):
+    """Per entry, mean and stddev of draws `ours` match draws `reference`.
+
+    Both arrays have the draws on axis 0. The fourth moment for the standard
+    error of the variance is taken from the reference.
+    """
+    n, m = len(ours), len(reference)
+    mean_a, mean_b = ours.mean(0), reference.mean(0)
+    var_a, var_b = ours.var(0), reference.var(0)
+    mu4 = ((reference - mean_b) ** 4).mean(0)
+    se_mean = np.sqrt(var_a / n + var_b / m)
+    se_var = np.sqrt(np.maximum(mu4 - var_b**2, 0.0) * (1.0 / n + 1.0 / m))
+    se_sd = se_var / (2.0 * np.sqrt(var_b))
+    np.testing.assert_array_less(np.abs(mean_a - mean_b), Z * se_mean, err_msg=f"{what}: mean")
+    np.testing.assert_array_less(
+        np.abs(np.sqrt(var_a) - np.sqrt(var_b)), Z * se_sd, err_msg=f"{what}: stddev"
+    )
+
+
+def _seed_states(model):
+    return [layer.seed_generator.state.numpy() for layer in layers.stochastic_layers(model)]
+
+
+def _restore_seed_states(model, states):
+    for layer, state in zip(layers.stochastic_layers(model), states, strict=True):
+        layer.seed_generator.state.assign(state)
+
+
+def _one_hot_model(head, params, layer_cls=layers.DenseReparameterization, scale=1e-8):
+    """A model whose head parameters for input `eye(B)[i]` are `params[i]`.
+
+    The posterior scale is `scale` (tiny by default: near deterministic).
+    """
+    params = np.asarray(params, np.float32)
+    layer = layer_cls(head.input_size, kernel_posterior_scale_init=scale, seed=11)
+    model = keras.Sequential([keras.Input((len(params),)), layer, head])
+    _var(layer, "kernel_loc").assign(params)
+    _var(layer, "bias").assign(np.zeros(head.input_size, np.float32))
+    return model, np.eye(len(params), dtype=np.float32)
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, np.asarray(x, np.float64))
+
+
+# --------------------------------------------------------------------------
+# A Gaussian predictive in closed form
+# --------------------------------------------------------------------------
+
+MU = np.array([0.5, -1.0, 0.3])
+SIGMA = np.array([0.3, 0.2, 0.5])
+BIAS_LOC, BIAS_SCALE = 0.2, 0.4
+NOISE_SCALE = 0.5
+# The last row meets only the bias: no epistemic variance without a bias prior.
+X_GAUSS = np.array([[1.0, 2.0, -1.0], [0.5, 0.0, 2.0], [0.0, 0.0, 0.0]], np.float32)
+LEVELS = (0.05, 0.25, 0.5, 0.9)
+S_GAUSS = 20_000
+
+
+@pytest.fixture(scope="module", params=[None, "normal"], ids=["point_bias", "bayes_bias"])
+def gaussian_case(request):
+    """Predictive summaries and the exact predictive N(mean, epistemic + 0.25)."""
+    bias_prior = priors.Normal(0.0, 1.0) if request.param else None
+    layer = layers.DenseReparameterization(1, bias_prior=bias_prior, seed=5)
+    model = keras.Sequential([keras.Input((3,)), layer, heads.IndependentNormal(scale=NOISE_SCALE)])
+    _set_posterior(layer, "kernel", MU[:, None], SIGMA[:, None])
+    sigma = _kernel_scale(layer)[:, 0]
+    x = X_GAUSS.astype(np.float64)
+    mean = x @ MU + BIAS_LOC
+    epistemic = np.square(x) @ np.square(sigma)
+    if bias_prior is None:
+        _var(layer, "bias").assign([BIAS_LOC])
+    else:
+        _set_posterior(layer, "bias", [BIAS_LOC], [BIAS_SCALE])
+        epistemic = epistemic + _bias_scale(layer)[0] ** 2
+    out = predictive.MonteCarloPredictive(model, S_GAUSS, quantiles=LEVELS, seed=3)(X_GAUSS)
+    out = {k: v.numpy().astype(np.float64) for k, v in out.items()}
+    return out, mean[:, None], epistemic[:, None]
+
+
+def test_gaussian_predictive_mean_and_variance_split(gaussian_case):
+    out, mean, epistemic = gaussian_case
+    aleatoric = NOISE_SCALE**2
+    for key in ("mean", "stddev", "variance", "aleatoric_variance", "epistemic_variance"):
+        assert out[key].shape == (3, 1), key
+    # Mean of S draws of N(mean, epistemic), summed in float32.
+    rounding = S_GAUSS * F32 * np.abs(mean)
+    np.testing.assert_array_less(
+        np.abs(out["mean"] - mean), Z * np.sqrt(epistemic / S_GAUSS) + rounding + 1e-6
+    )
+    # Every sample has the head's fixed variance: exact.
+    np.testing.assert_allclose(out["aleatoric_variance"], aleatoric, rtol=1e-6)
+    # Plug-in variance of S Gaussian draws (a row that meets no random weight
+    # has the 1e-12 variance floor and the square of the mean's rounding).
+    np.testing.assert_array_less(
+        np.abs(out["epistemic_variance"] - epistemic),
+        _plugin_var_bound(epistemic, S_GAUSS) + rounding**2 + 1e-11,
+    )
+    np.testing.assert_allclose(
+        out["variance"], out["aleatoric_variance"] + out["epistemic_variance"], rtol=1e-6
+    )
+    np.testing.assert_allclose(out["stddev"] ** 2, out["variance"], rtol=1e-5)
+    total_sd = np.sqrt(aleatoric + epistemic)
+    sd_bound = (_plugin_var_bound(epistemic, S_GAUSS) + rounding**2) / (2 * total_sd) + 1e-9
+    np.testing.assert_array_less(np.abs(out["stddev"] - total_sd), sd_bound)
+
+
+def test_gaussian_predictive_quantiles(gaussian_case):
+    out, mean, epistemic = gaussian_case
+    total_sd = np.sqrt(NOISE_SCALE**2 + epistemic)  # (3, 1)
+    p = np.array(LEVELS)[None, :, None]  # (1, Q, 1)
+    exact = scipy.stats.norm.ppf(p, mean[:, None], total_sd[:, None])
+    density = scipy.stats.norm.pdf(exact, mean[:, None], total_sd[:, None])
+    bound = Z * np.sqrt(p * (1 - p) / S_GAUSS) / density + 1e-5  # 1e-5: bisection, float32
+    assert out["quantiles"].shape == (3, len(LEVELS), 1)
+    np.testing.assert_array_less(np.abs(out["quantiles"] - exact), bound)
+    assert np.all(np.diff(out["quantiles"], axis=1) > 0)
+
+
+def test_gaussian_predictive_samples(gaussian_case):
+    out, mean, epistemic = gaussian_case
+    samples = out["samples"]
+    assert samples.shape == (3, S_GAUSS, 1)
+    # Sample s is y ~ N(f(x; W_s), 0.25): iid draws of N(mean, 0.25 + epistemic).
+    total = NOISE_SCALE**2 + epistemic
+    np.testing.assert_array_less(np.abs(samples.mean(1) - mean), Z * np.sqrt(total / S_GAUSS))
+    np.testing.assert_array_less(np.abs(samples.var(1) - total), _plugin_var_bound(total, S_GAUSS))
+
+
+# --------------------------------------------------------------------------
+# Independent posterior samples, one kernel per sample
+# --------------------------------------------------------------------------
+
+S_IND = 4000
+DENSE_CLASSES = [
+    layers.DenseReparameterization,
+    layers.DenseFlipout,
+    layers.DenseLocalReparameterization,
+]
+CONV_CLASSES = [
+    layers.Conv2DReparameterization,
+    layers.Conv2DFlipout,
+    layers.Conv2DLocalReparameterization,
+]
+
+
+def _dense_case(cls):
+    rng = np.random.default_rng(0)
+    layer = cls(2, seed=7)
+    model = keras.Sequential([keras.Input((4,)), layer, heads.IndependentNormal(2, scale=1.0)])
+    mu = rng.normal(size=(4, 2))
+    _set_posterior(layer, "kernel", mu, rng.uniform(0.1, 0.5, size=(4, 2)))
+    _var(layer, "bias").assign([0.3, -0.2])
+    return model, layer, mu
+
+
+@pytest.mark.parametrize("cls", DENSE_CLASSES, ids=lambda c: c.__name__)
+def test_dense_samples_are_independent_draws_of_the_posterior(cls):
+    model, layer, mu = _dense_case(cls)
+    mc = predictive.MonteCarloPredictive(model, S_IND)
+    # A batch of one: S different outputs, not S copies of one kernel draw.
+    single = mc.parameter_samples(np.ones((1, 4), np.float32)).numpy()
+    assert single.shape == (S_IND, 1, 2)
+    # Distinct up to float32 ties (2**24 noise levels; identical copies give 1).
+    assert len(np.unique(single[:, 0, 0])) > 0.99 * S_IND
+    assert single[:, 0, 0].std() > 0.1
+    # Two examples: each is distributed as x @ W_s + b, W_s ~ q, drawn in numpy.
+    x = np.array([[1.0, -0.5, 2.0, 0.0], [0.3, 1.0, -1.0, 0.7]], np.float32)
+    ours = mc.parameter_samples(x).numpy().astype(np.float64)  # (S, 2, 2)
+    sigma = _kernel_scale(layer)
+    kernels = mu + sigma * np.random.default_rng(1).standard_normal((S_IND, 4, 2))
+    reference = np.einsum("bi,sio->sbo", x, kernels) + np.array([0.3, -0.2])
+    _assert_same_distribution(ours, reference, cls.__name__)
+    # Exact marginal moments too: N(x mu + b, x^2 sigma^2).
+    exact_var = np.square(x) @ np.square(sigma)
+    np.testing.assert_array_less(
+        np.abs(ours.mean(0) - (x @ mu + [0.3, -0.2])), Z * np.sqrt(exact_var / S_IND)
+    )
+    np.testing.assert_array_less(
+        np.abs(ours.var(0) - exact_var), _plugin_var_bound(exact_var, S_IND)
+    )
+
+
+def _conv_case(cls, rng):
+    """Conv 2x2 'valid' on a 2x3x1 image: two output positions, then Flatten."""
+    layer = cls(1, 2, bias_prior=priors.Normal(0.0, 1.0), seed=9)
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3, 1)),
+            layer,
+            keras.layers.Flatten(),
+            heads.IndependentNormal(2, scale=1.0),
+        ]
+    )
+    mu = rng.normal(size=(2, 2, 1, 1))
+    _set_posterior(layer, "kernel", mu, rng.uniform(0.2, 0.6, size=(2, 2, 1, 1)))
+    _set_posterior(layer, "bias", [0.1], [0.3])
+    return model, layer, mu
+
+
+def _conv_reference(images, mu, sigma, bias_loc, bias_sigma, num, rng):
+    """Outputs (num, batch, 2) of the 2x2 'valid' conv under `num` kernel draws."""
+    kernels = mu[..., 0, 0] + sigma[..., 0, 0] * rng.standard_normal((num, 2, 2))
+    biases = bias_loc + bias_sigma * rng.standard_normal((num, 1, 1))
+    patches = np.stack([images[:, :, 0:2, 0], images[:, :, 1:3, 0]], axis=1)  # (B, 2, 2, 2)
+    return np.einsum("bphw,shw->sbp", patches, kernels) + biases
+
+
+def _correlation(draws):
+    """Correlation of the two output positions, per example: draws (S, B, 2)."""
+    a = draws[..., 0] - draws[..., 0].mean(0)
+    b = draws[..., 1] - draws[..., 1].mean(0)
+    return (a * b).mean(0) / np.sqrt((a * a).mean(0) * (b * b).mean(0))
+
+
+@pytest.mark.parametrize("cls", CONV_CLASSES, ids=lambda c: c.__name__)
+def test_conv_samples_are_independent_kernel_draws(cls):
+    rng = np.random.default_rng(2)
+    model, layer, mu = _conv_case(cls, rng)
+    mc = predictive.MonteCarloPredictive(model, S_IND)
+
+    # A batch of one: the S copies differ.
+    image = rng.normal(size=(1, 2, 3, 1)).astype(np.float32)
+    single = mc.parameter_samples(image).numpy()
+    assert single.shape == (S_IND, 1, 2)
+    # Distinct up to float32 ties (2**24 noise levels; identical copies give 1).
+    assert len(np.unique(single[:, 0, 0])) > 0.99 * S_IND
+    assert single[:, 0, 0].std() > 0.1
+
+    # A constant image: both positions see the same patch, so within a copy
+    # they are equal (one kernel per copy), while copies differ.
+    constant = mc.parameter_samples(np.ones((1, 2, 3, 1), np.float32)).numpy()[:, 0]
+    np.testing.assert_allclose(constant[:, 0], constant[:, 1], rtol=0, atol=1e-5)
+    assert constant[:, 0].std() > 0.1
+
+    # Two random images: per example and position, the distribution of a
+    # kernel drawn per copy, and the correlation between positions that a
+    # shared kernel induces.
+    images = rng.normal(size=(2, 2, 3, 1)).astype(np.float32)
+    ours = mc.parameter_samples(images).numpy().astype(np.float64)  # (S, 2, 2)
+    reference = _conv_reference(
+        images.astype(np.float64),
+        mu,
+        _kernel_scale(layer),
+        0.1,
+        _bias_scale(layer)[0],
+        S_IND,
+        np.random.default_rng(3),
+    )
+    _assert_same_distribution(ours, reference, cls.__name__)
+    rho_a, rho_b = _correlation(ours), _correlation(reference)
+    se = (1 - rho_b**2) * np.sqrt(2.0 / S_IND)
+    np.testing.assert_array_less(np.abs(rho_a - rho_b), Z * se + 1e-6)
+    assert np.all(np.abs(rho_b) > 10 * se)  # the check has teeth: a real correlation
+
+
+def test_dense_on_sequences_shares_one_kernel_per_copy():
+    """A dense layer on rank-3 inputs meets the kernel at every time step."""
+    layer = layers.DenseReparameterization(1, seed=4)
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3)),
+            layer,
+            keras.layers.Flatten(),
+            heads.IndependentNormal(2, scale=1.0),
+        ]
+    )
+    _set_posterior(layer, "kernel", [[0.5], [-0.2], [1.0]], [[0.3], [0.4], [0.5]])
+    mc = predictive.MonteCarloPredictive(model, 500)
+    draws = mc.parameter_samples(np.ones((1, 2, 3), np.float32)).numpy()[:, 0]
+    np.testing.assert_allclose(draws[:, 0], draws[:, 1], rtol=0, atol=1e-5)
+    assert draws[:, 0].std() > 0.3  # exact: sqrt(0.09 + 0.16 + 0.25) = 0.71
+
+
+# --------------------------------------------------------------------------
+# Classifier heads
+# --------------------------------------------------------------------------
+
+X_CLS = np.array([[1.0, -0.5, 2.0, 0.0], [0.3, 1.0, -1.0, 0.7], [0.0, 0.0, 0.0, 0.0]], np.float32)
+
+
+def _classifier_model(head, scale):
+    rng = np.random.default_rng(4)
+    layer = layers.DenseFlipout(head.input_size, kernel_posterior_scale_init=scale, seed=13)
+    model = keras.Sequential([keras.Input((4,)), layer, head])
+    _var(layer, "kernel_loc").assign(rng.normal(size=(4, head.input_size)).astype(np.float32))
+    return model
+
+
+def _summaries_and_parameters(model, num_samples, x):
+    """`__call__(x)` and the parameter samples it was computed from."""
+    mc = predictive.MonteCarloPredictive(model, num_samples, seed=1)
+    states = _seed_states(model)
+    params = mc.parameter_samples(x).numpy().astype(np.float64)
+    _restore_seed_states(model, states)
+    out = {k: v.numpy() for k, v in mc(x).items()}
+    return out, params
+
+
+def _entropy(p, axis=-1):
+    return -np.sum(scipy.special.xlogy(p, p), axis=axis)
+
+
+def test_categorical_summaries_follow_their_formulas():
+    model = _classifier_model(heads.Categorical(3), scale=0.7)
+    out, params = _summaries_and_parameters(model, 64, X_CLS)
+    probs = scipy.special.softmax(params, axis=-1)  # (S, B, 3)
+    assert params.std(0).max() > 0.1  # the samples differ
+    np.testing.assert_allclose(out["probabilities"], probs.mean(0), atol=1e-6)
+    np.testing.assert_allclose(out["probabilities"].sum(-1), 1.0, atol=1e-6)
+    predictive_entropy = _entropy(probs.mean(0))
+    expected_entropy = _entropy(probs).mean(0)
+    np.testing.assert_allclose(out["predictive_entropy"], predictive_entropy, atol=1e-5)
+    np.testing.assert_allclose(out["expected_entropy"], expected_entropy, atol=1e-5)
+    mi = out["mutual_information"]
+    np.testing.assert_allclose(mi, predictive_entropy - expected_entropy, atol=1e-5)
+    assert np.all(mi >= 0) and mi[:2].min() > 1e-3  # epistemic uncertainty is there
+    assert out["samples"].shape == (3, 64)
+    assert set(np.unique(out["samples"])) <= {0.0, 1.0, 2.0}
+
+
+def test_bernoulli_summaries_follow_their_formulas():
+    model = _classifier_model(heads.IndependentBernoulli(2), scale=0.7)
+    out, params = _summaries_and_parameters(model, 64, X_CLS)
+    probs = scipy.special.expit(params)  # (S, B, 2)
+    np.testing.assert_allclose(out["probabilities"], probs.mean(0), atol=1e-6)
+
+    def entropy(p):
+        return -scipy.special.xlogy(p, p) - scipy.special.xlogy(1 - p, 1 - p)
+
+    predictive_entropy = entropy(probs.mean(0))
+    expected_entropy = entropy(probs).mean(0)
+    assert out["predictive_entropy"].shape == (3, 2)
+    np.testing.assert_allclose(out["predictive_entropy"], predictive_entropy, atol=1e-5)
+    np.testing.assert_allclose(out["expected_entropy"], expected_entropy, atol=1e-5)
+    mi = out["mutual_information"]
+    np.testing.assert_allclose(mi, predictive_entropy - expected_entropy, atol=1e-5)
+    assert np.all(mi >= 0) and mi[:2].min() > 1e-3
+    assert out["samples"].shape == (3, 64, 2)
+    assert set(np.unique(out["samples"])) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("head_fn", [lambda: heads.Categorical(3), heads.IndependentBernoulli])
+def test_deterministic_classifier_has_no_mutual_information(head_fn):
+    head = head_fn()
+    model = _classifier_model(head, scale=1e-8)
+    # Kept moderate: TF sums the S axis sequentially in float32, so S identical
+    # samples average to a value off by ~S * 1e-8 relative (1.5e-5 at S=2000),
+    # which shows up as spurious mutual information of that order.
+    num = 400
+    out = predictive.MonteCarloPredictive(model, num, seed=2)(X_CLS)
+    out = {k: v.numpy().astype(np.float64) for k, v in out.items()}
+    np.testing.assert_allclose(out["mutual_information"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(out["predictive_entropy"], out["expected_entropy"], atol=1e-5)
+    # The labels drawn follow `probabilities` (binomial standard error).
+    p = out["probabilities"]
+    if isinstance(head, heads.Categorical):
+        freq = np.stack([(out["samples"] == k).mean(1) for k in range(3)], -1)
+    else:
+        freq = out["samples"].mean(1)
+    np.testing.assert_array_less(np.abs(freq - p), Z * np.sqrt(p * (1 - p) / num) + 1e-9)
+
+
+# --------------------------------------------------------------------------
+# Quantiles of the mixture against scipy
+# --------------------------------------------------------------------------
+
+Q_LEVELS = (0.05, 0.3, 0.5, 0.9, 0.99)
+
+
+def _predicted_quantiles(head, params, num_samples=4):
+    model, x = _one_hot_model(head, params)
+    mc = predictive.MonteCarloPredictive(model, num_samples, quantiles=Q_LEVELS, seed=0)
+    return mc(x)["quantiles"].numpy()[..., 0].astype(np.float64)  # (B, Q)
+
+
+def _levels():
+    return np.array(Q_LEVELS)[None, :]
+
+
+# TFP's count CDFs interpolate between the integers (`Poisson(0.48).cdf(0.9)`
+# is 0.90, not F(0) = 0.62; scipy's is 0.62), so bisecting them and flooring
+# lands below the integer quantile, the smallest k with F(k) >= p.
+
+
+def test_poisson_quantiles_are_the_integer_quantiles():
+    rates = np.array([0.48, 3.0, 20.0])
+    q = _predicted_quantiles(heads.Poisson(), np.log(rates)[:, None])
+    np.testing.assert_array_equal(q, scipy.stats.poisson.ppf(_levels(), rates[:, None]))
+
+
+def test_negative_binomial_quantiles_are_the_integer_quantiles():
+    # NegativeBinomial(total_count, logits): scipy's nbinom counts failures
+    # before n successes with success probability 1 - sigmoid(logits).
+    raw = np.array([[1.0, -0.5], [3.0, 0.7], [0.0, 1.5]])
+    q = _predicted_quantiles(heads.NegativeBinomial(), raw)
+    n = _softplus(raw[:, 0]) + 1e-6
+    p_fail = scipy.special.expit(raw[:, 1])
+    expected = scipy.stats.nbinom.ppf(_levels(), n[:, None], 1 - p_fail[:, None])
+    np.testing.assert_array_equal(q, expected)
+
+
+def test_student_t_quantiles():
+    raw = np.array([[1.0, 0.5, 0.3], [-2.0, -1.0, 2.0], [5.0, 1.5, -1.0]])
+    q = _predicted_quantiles(heads.StudentT(), raw)
+    df = _softplus(raw[:, 2]) + 2.0
+    scale = _softplus(raw[:, 1]) + 1e-6
+    expected = scipy.stats.t.ppf(_levels(), df[:, None], raw[:, :1], scale[:, None])
+    np.testing.assert_allclose(q, expected, rtol=1e-3, atol=1e-4)
+    # Fixed degrees of freedom.
+    q = _predicted_quantiles(heads.StudentT(df=3.0), raw[:, :2])
+    expected = scipy.stats.t.ppf(_levels(), 3.0, raw[:, :1], scale[:, None])
+    np.testing.assert_allclose(q, expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("df", [1.0, 1.5])
+def test_student_t_quantiles_without_finite_variance(df):
+    """Quantiles exist when the variance does not (Cauchy: df = 1).
+
+    The bisection brackets its search with the per-sample stddev, which is
+    inf (df <= 2) or NaN (df <= 1), so every quantile came out NaN.
+    """
+    raw = np.array([[1.0, 0.5], [-2.0, -1.0]])
+    q = _predicted_quantiles(heads.StudentT(df=df), raw)
+    scale = _softplus(raw[:, 1]) + 1e-6
+    expected = scipy.stats.t.ppf(_levels(), df, raw[:, :1], scale[:, None])
+    np.testing.assert_allclose(q, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_gamma_quantiles():
+    raw = np.array([[1.0, 0.0], [3.0, 1.0], [0.0, -1.0]])
+    q = _predicted_quantiles(heads.Gamma(), raw)
+    concentration = _softplus(raw[:, 0]) + 1e-6
+    rate = _softplus(raw[:, 1]) + 1e-6
+    expected = scipy.stats.gamma.ppf(_levels(), concentration[:, None], scale=1 / rate[:, None])
+    np.testing.assert_allclose(q, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_mixture_normal_quantiles():
+    # [logit_0, logit_1, loc_0, loc_1, raw_scale_0, raw_scale_1] per example.
+    raw = np.array([[0.0, 1.0, -1.0, 2.0, 0.0, -1.0], [2.0, -1.0, 3.0, -4.0, 1.0, 0.5]], np.float64)
+    q = _predicted_quantiles(heads.MixtureNormal(2), raw)
+    for i, row in enumerate(raw):
+        weights = scipy.special.softmax(row[:2])
+        locs, scales = row[2:4], _softplus(row[4:6]) + 1e-6
+
+        def cdf(y, weights=weights, locs=locs, scales=scales):
+            return np.sum(weights * scipy.stats.norm.cdf(y, locs, scales))
+
+        expected = [scipy.optimize.brentq(lambda y, p=p: cdf(y) - p, -50, 50) for p in Q_LEVELS]
+        np.testing.assert_allclose(q[i], expected, rtol=1e-3, atol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# predict(): batching and argument checks
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["normal", "categorical"])
+def test_predict_in_batches_equals_one_batch(kind):
+    rng = np.random.default_rng(6)
+    head = heads.IndependentNormal(2) if kind == "normal" else heads.Categorical(3)
+    model, _ = _one_hot_model(head, rng.normal(size=(5, head.input_size)))
+    x = rng.normal(size=(7, 5)).astype(np.float32)
+    one = predictive.predict(model, x, num_samples=6, batch_size=256, seed=0)
+    chunked = predictive.predict(model, x, num_samples=6, batch_size=3, seed=0)
+    assert one.keys() == chunked.keys()
+    for key in one:
+        assert one[key].shape == chunked[key].shape, key
+        assert one[key].shape[0] == 7
+        if key != "samples":  # labels are random whatever the weights
+            np.testing.assert_allclose(one[key], chunked[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    assert one["samples"].shape[1] == 6
+
+
+def test_bad_arguments_raise_naming_the_argument():
+    model, x = _one_hot_model(heads.IndependentNormal(), [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="num_samples"):
+        predictive.predict(model, x, num_samples=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        predictive.MonteCarloPredictive(model, num_samples=-3)
+    with pytest.raises(ValueError, match="quantiles"):
+        predictive.predict(model, x, quantiles=(0, 1.5))
+    with pytest.raises(ValueError, match="quantiles"):
+        predictive.MonteCarloPredictive(model, quantiles=(0.5, 1.0))
+    with pytest.raises(ValueError, match="batch_size"):
+        predictive.predict(model, x, batch_size=0)
+    headless = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="model"):
+        predictive.predict(headless, x[:, :1])
+    with pytest.raises(ValueError, match="model"):
+        predictive.MonteCarloPredictive(headless)
+
+
+# --------------------------------------------------------------------------
+# XLA
+# --------------------------------------------------------------------------
+
+
+def test_xla_gives_the_eager_shapes_and_finite_values():
+    rng = np.random.default_rng(8)
+    head = heads.IndependentNormal()
+    model = keras.Sequential(
+        [
+            keras.Input((2, 3, 1)),
+            layers.Conv2DFlipout(2, 2, bias_prior=priors.Normal(), seed=1),
+            keras.layers.Flatten(),
+            layers.DenseReparameterization(8, activation="relu", seed=2),
+            layers.DenseLocalReparameterization(head.input_size, seed=3),
+            head,
+        ]
+    )
+    x = rng.normal(size=(3, 2, 3, 1)).astype(np.float32)
+    mc = predictive.MonteCarloPredictive(model, 16, seed=0)
+    eager = mc(x)
+    xla = tf.function(mc.__call__, jit_compile=True)(tf.constant(x))
+    assert eager.keys() == xla.keys()
+    for key in eager:
+        assert eager[key].shape == xla[key].shape, key
+        assert np.all(np.isfinite(xla[key].numpy())), key
+    assert np.all(xla["epistemic_variance"].numpy() > 0)
+
+
+def test_xla_matches_eager_on_a_deterministic_model():
+    rng = np.random.default_rng(9)
+    head = heads.Categorical(3)
+    model, x = _one_hot_model(head, rng.normal(size=(4, head.input_size)))
+    mc = predictive.MonteCarloPredictive(model, 8, seed=0)
+    eager = mc(x)
+    xla = tf.function(mc.__call__, jit_compile=True)(tf.constant(x))
+    assert eager.keys() == xla.keys()
+    for key in eager:
+        assert eager[key].shape == xla[key].shape, key
+        if key != "samples":  # XLA and eager draw different labels
+            np.testing.assert_allclose(
+                xla[key].numpy(), eager[key].numpy(), rtol=1e-4, atol=1e-5, err_msg=key
+            )
