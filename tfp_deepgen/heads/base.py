@@ -96,14 +96,31 @@ class DistributionHead(keras.layers.Layer):
 
     def _prepare(self, y, params):
         params = tf.convert_to_tensor(params, "float32")
+        self._check_last_dim("params", params.shape[-1], self.output_size)
         y = tf.convert_to_tensor(y)
         y = tf.cast(y, "float32")
         rank = params.shape.rank
+        shape = tuple(y.shape)
         if self._integer_labels:
             if y.shape.rank == rank and y.shape[-1] == 1:
                 y = tf.squeeze(y, -1)
-        elif y.shape.rank == rank - 1:
-            y = y[..., None]
+            if y.shape.rank == rank and y.shape[-1] is not None:
+                # Else one-hot labels would broadcast into a wrong, finite loss.
+                raise ValueError(
+                    f"{type(self).__name__} head {self.name!r} expects `y_true` holding "
+                    f"one class id per example, shape (batch,) or (batch, 1), but got "
+                    f"shape {shape}. For one-hot labels pass their argmax."
+                )
+        else:
+            if y.shape.rank == rank - 1:
+                y = y[..., None]
+            if y.shape.rank and y.shape[-1] is not None and y.shape[-1] != self.event_size:
+                # Else the labels would broadcast into a wrong, finite loss.
+                raise ValueError(
+                    f"{type(self).__name__} head {self.name!r} expects `y_true` with "
+                    f"last dimension {self.event_size} (its event_size), but got shape "
+                    f"{shape}."
+                )
         return y, params
 
     def _in_support(self, y):

@@ -253,8 +253,9 @@ class MultivariateNormalTriL(DistributionHead):
     """`y ~ MultivariateNormal(loc, L Lᵀ)` with a full covariance.
 
     Parameters: `loc`, then the `event_size * (event_size + 1) / 2` entries of
-    the Cholesky factor `L`, filled row by row (TFP's `FillScaleTriL`), with a
-    diagonal `softplus(.) + min_scale`.
+    the Cholesky factor `L` in the order of TFP's `FillScaleTriL` (not row by
+    row: `[a, b, c]` fills `[[c, 0], [b, a]]`, see `tfb.FillTriangular`), with
+    a diagonal `softplus(.) + min_scale`.
 
     Example:
 

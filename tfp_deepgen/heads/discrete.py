@@ -11,7 +11,9 @@ tfd = tfp.distributions
 
 
 def _is_integer(y):
-    return tf.equal(y, tf.round(y))
+    # inf equals its rounding: without the finiteness check an infinite count
+    # passed the label check and made the loss NaN.
+    return tf.math.is_finite(y) & tf.equal(y, tf.round(y))
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
