@@ -90,6 +90,20 @@ _FRESH_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
+def _serve_in_fresh_process(export_dir, x, tmp_path):
+    """Runs the export's `serve` twice on `x` in a process without tfp_deepgen/TFP."""
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npz"
+    result = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir, tmp_path / "x.npy", out],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(out)
+
+
 def battery(cases):
     """Returns a pytest test class running every check on every case."""
     params = pytest.mark.parametrize("case", cases, ids=str)
@@ -146,16 +160,7 @@ def battery(cases):
                 expected = model(x).numpy()
             export_dir = str(tmp_path / "serving" / "1")
             model.export(export_dir, format="tf_saved_model", verbose=False)
-            np.save(tmp_path / "x.npy", x)
-            out = tmp_path / "out.npz"
-            result = subprocess.run(
-                [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir, tmp_path / "x.npy", out],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert result.returncode == 0, result.stderr[-3000:]
-            served = np.load(out)
+            served = _serve_in_fresh_process(export_dir, x, tmp_path)
             assert served["first"].shape == expected.shape
             assert np.all(np.isfinite(served["first"]))
             # The served model keeps sampling: two requests, two draws ...
@@ -362,16 +367,8 @@ def head_battery(cases):
             x, _ = case.data()
             export_dir = str(tmp_path / "serving" / "1")
             model.export(export_dir, format="tf_saved_model", verbose=False)
-            np.save(tmp_path / "x.npy", x)
-            out = tmp_path / "out.npz"
-            result = subprocess.run(
-                [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir, tmp_path / "x.npy", out],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert result.returncode == 0, result.stderr[-3000:]
-            np.testing.assert_allclose(np.load(out)["first"], model(x), rtol=1e-6)
+            served = _serve_in_fresh_process(export_dir, x, tmp_path)
+            np.testing.assert_allclose(served["first"], model(x), rtol=1e-6)
 
         @pytest.mark.parametrize("policy", POLICIES)
         def test_mixed_precision(self, case, policy):

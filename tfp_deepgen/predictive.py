@@ -23,7 +23,7 @@ import tensorflow as tf
 from tfp_deepgen import _validation
 from tfp_deepgen.heads import Categorical, DistributionHead, IndependentBernoulli
 from tfp_deepgen.heads.discrete import NegativeBinomial, Poisson
-from tfp_deepgen.layers.base import monte_carlo_mode
+from tfp_deepgen.layers.base import int32_seed, monte_carlo_mode
 
 __all__ = ["MonteCarloPredictive", "predict"]
 
@@ -115,8 +115,7 @@ class MonteCarloPredictive:
         params = self.parameter_samples(x)
         seed = None
         if "samples" in outputs:
-            seed = self.seed_generator.next()
-            seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+            seed = int32_seed(self.seed_generator.next())
         if self.is_classifier:
             summaries = _classifier_summaries(self.head, params, outputs, seed)
         else:

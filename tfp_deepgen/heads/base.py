@@ -10,8 +10,11 @@ is the negative log-likelihood of the labels under it.
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfp_deepgen import _validation
+
+tfd = tfp.distributions
 
 
 class DistributionHead(keras.layers.Layer):
@@ -54,6 +57,14 @@ class DistributionHead(keras.layers.Layer):
     @property
     def _param_count(self):
         raise NotImplementedError
+
+    def marginal(self, params):
+        """The per-output distribution (batch shape `(..., event_size)`)."""
+        raise NotImplementedError
+
+    def _distribution(self, params):
+        # Most heads are independent over their outputs; others override.
+        return tfd.Independent(self.marginal(params), 1)
 
     # -- the Keras layer -----------------------------------------------------
 

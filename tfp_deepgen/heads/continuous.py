@@ -84,9 +84,6 @@ class IndependentNormal(DistributionHead):
         raw_scale = tf.broadcast_to(self.raw_scale, tf.shape(inputs))
         return tf.concat([inputs, raw_scale], axis=-1)
 
-    def _distribution(self, params):
-        return tfd.Independent(self.marginal(params), 1)
-
     def marginal(self, params):
         """The per-output Normal (batch shape `(..., event_size)`)."""
         params = tf.convert_to_tensor(params, "float32")
@@ -131,9 +128,6 @@ class Gamma(DistributionHead):
     def _in_support(self, y):
         return tf.math.is_finite(y) & (y > 0)
 
-    def _distribution(self, params):
-        return tfd.Independent(self.marginal(params), 1)
-
     def marginal(self, params):
         concentration, rate = self._split(params, [self.event_size] * 2)
         return tfd.Gamma(positive(concentration, self.min_value), positive(rate, self.min_value))
@@ -175,9 +169,6 @@ class StudentT(DistributionHead):
     @property
     def _param_count(self):
         return self.params_size(self.event_size, self.df)
-
-    def _distribution(self, params):
-        return tfd.Independent(self.marginal(params), 1)
 
     def marginal(self, params):
         parts = self._split(params, [self.event_size] * (self._param_count // self.event_size))

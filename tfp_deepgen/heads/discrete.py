@@ -44,9 +44,6 @@ class IndependentBernoulli(DistributionHead):
     def _in_support(self, y):
         return (y >= 0) & (y <= 1)
 
-    def _distribution(self, params):
-        return tfd.Independent(self.marginal(params), 1)
-
     def marginal(self, params):
         # float32 samples: the predictive averages them with the other heads'.
         return tfd.Bernoulli(logits=params, dtype=tf.float32)
@@ -132,9 +129,6 @@ class Poisson(DistributionHead):
     def _in_support(self, y):
         return (y >= 0) & _is_integer(y)
 
-    def _distribution(self, params):
-        return tfd.Independent(self.marginal(params), 1)
-
     def marginal(self, params):
         return tfd.Poisson(log_rate=params)
 
@@ -170,9 +164,6 @@ class NegativeBinomial(DistributionHead):
 
     def _in_support(self, y):
         return (y >= 0) & _is_integer(y)
-
-    def _distribution(self, params):
-        return tfd.Independent(self.marginal(params), 1)
 
     def marginal(self, params):
         total_count, logits = self._split(params, [self.event_size] * 2)

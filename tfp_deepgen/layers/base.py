@@ -51,6 +51,11 @@ class _LastValue(keras.metrics.Metric):
         self.value.assign(0.0)
 
 
+def int32_seed(seed):
+    """Maps a Keras (int64) seed to the int32 range TFP and `tf.random` want."""
+    return tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+
+
 class StochasticLayer(keras.layers.Layer):
     """Base of every layer that draws random numbers.
 
@@ -85,9 +90,7 @@ class StochasticLayer(keras.layers.Layer):
                 numbers. Pass False for noise that must agree across replicas
                 (e.g. a Monte-Carlo KL sample when outputs use posterior means).
         """
-        seed = self.seed_generator.next()
-        # TFP and tf.random want int32-range seeds; Keras keeps int64 state.
-        seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+        seed = int32_seed(self.seed_generator.next())
         replica = tf.distribute.get_replica_context()
         if per_replica and replica is not None and replica.num_replicas_in_sync > 1:
             seed = tf.random.experimental.stateless_fold_in(

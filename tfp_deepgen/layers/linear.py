@@ -184,16 +184,8 @@ class VariationalLinear(VariationalLayer):
                 bias_sample = draw_bias()
                 bias = tf.cast(bias_sample, dtype)
         else:  # LOCAL_REPARAMETERIZATION
-            # Mean path in the compute dtype; variance path in float32, where
-            # squared scales (~1e-6) do not underflow as they would in float16.
-            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
-            variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
-            bias = self.bias
-            if bias_q is not None:
-                bias = tf.cast(bias_q.loc, dtype)
-                variance += tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
-            eps = random.normal(tf.shape(variance), seeds[2])
-            outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
+            outputs = self._local_reparameterization(inputs, scale, bias_scale, seeds[2])
+            bias = None  # included
 
         if bias is not None:
             outputs += tf.reshape(tf.cast(bias, dtype), self.bias_shape_for_broadcast())
@@ -225,17 +217,8 @@ class VariationalLinear(VariationalLayer):
         seeds = tf.random.experimental.stateless_split(self.next_seed(), num=2)
         bias_shape = self.bias_shape_for_broadcast()
         if self.exact_local_sampling(inputs):
-            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
-            variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
-            bias = self.bias
-            if bias_q is not None:
-                bias = bias_q.loc
-                variance += tf.reshape(tf.square(bias_q.scale()), bias_shape)
-            eps = random.normal(tf.shape(variance), seeds[0])
-            outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
-            if bias is not None:
-                outputs += tf.reshape(tf.cast(bias, dtype), bias_shape)
-            return outputs
+            bias_scale = bias_q.scale() if bias_q is not None else None
+            return self._local_reparameterization(inputs, scale, bias_scale, seeds[0])
 
         num_samples = self.monte_carlo_samples
         copies = tf.reshape(inputs, tf.concat([[num_samples, -1], tf.shape(inputs)[1:]], 0))
@@ -258,6 +241,24 @@ class VariationalLinear(VariationalLayer):
         elif bias is not None:
             outputs += tf.reshape(tf.cast(bias, dtype), bias_shape)
         return tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))
+
+    def _local_reparameterization(self, inputs, scale, bias_scale, seed):
+        """Pre-activations (bias included) drawn from `N(x mu + b, x^2 sigma^2 + s_b^2)`."""
+        dtype = self.compute_dtype
+        q, bias_q = self._kernel_posterior, self._bias_posterior
+        # Mean path in the compute dtype; variance path in float32, where
+        # squared scales (~1e-6) do not underflow as they would in float16.
+        outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+        variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
+        bias = self.bias
+        if bias_q is not None:
+            bias = bias_q.loc
+            variance += tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
+        eps = random.normal(tf.shape(variance), seed)
+        outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
+        if bias is not None:
+            outputs += tf.reshape(tf.cast(bias, dtype), self.bias_shape_for_broadcast())
+        return outputs
 
     def exact_local_sampling(self, inputs):
         """Whether each example meets the kernel exactly once."""
