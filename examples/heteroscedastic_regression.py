@@ -14,9 +14,10 @@ the figure shows, and on all 13 features. The script prints test NLL per town
 coverage and width of the 5%-95% predictive interval, all in $1000s; it saves
 the figure to `examples/output/heteroscedastic_regression.png` and exports the
 LSTAT-only Bayesian MLP's predictive for TF Serving to
-`savedmodels/heteroscedastic_regression/1`. The export takes LSTAT standardised
-with the training split's statistics, as `load_boston_housing` returns it, and
-predicts standardised MEDV: multiply by the printed sd and add the printed mean.
+`savedmodels/heteroscedastic_regression/1`. The models train on standardised
+LSTAT and MEDV; the export takes raw LSTAT (a `keras.layers.Normalization`
+layer with the training split's statistics goes in front of the trained
+layers) and answers in $1000s (`target_mean` / `target_stddev`).
 
 Run from the repository root (needs `pip install "tfp_deepgen[examples]"`):
 
@@ -138,14 +139,26 @@ def evaluate(model, x, y, y_mean, y_sd, num_samples):
     # The predictive is the mixture 1/S sum_s p(z | W_s): average densities, not logs.
     log_mixture = tf.reduce_logsumexp(log_probs, axis=0) - np.log(num_samples)
     nll = -np.mean(log_mixture) + np.log(y_sd)
+    units = dict(target_mean=y_mean, target_stddev=y_sd)  # summaries in $1000s
     out = tdg.predictive.predict(
-        model, x, num_samples, quantiles=(0.05, 0.95), outputs=("mean", "quantiles")
+        model, x, num_samples, quantiles=(0.05, 0.95), outputs=("mean", "quantiles"), **units
     )
-    mean = y_mean + y_sd * out["mean"][:, 0]
-    lower, upper = y_mean + y_sd * out["quantiles"][:, :, 0].T
+    mean = out["mean"][:, 0]
+    lower, upper = out["quantiles"][:, :, 0].T
     rmse = np.sqrt(np.mean((mean - y) ** 2))
     coverage = float(tdg.metrics.interval_coverage(y, lower, upper))
     return nll, rmse, coverage, np.mean(upper - lower)
+
+
+def serving_model(model, raw_lstat_train):
+    """`model` behind a `Normalization` layer: takes raw LSTAT (the same layers
+    and weights; the statistics are those the loader standardised with)."""
+    normalize = keras.layers.Normalization(
+        mean=raw_lstat_train.mean(), variance=raw_lstat_train.var(), name="standardize"
+    )
+    return keras.Sequential(
+        [keras.Input((1,), name="lstat"), normalize, *model.layers], name="served_mlp"
+    )
 
 
 def plot(models, x_train, y_train, x_test, y_test, y_mean, y_sd):
@@ -154,10 +167,12 @@ def plot(models, x_train, y_train, x_test, y_test, y_mean, y_sd):
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     axes = figure.subplots(1, 2, sharey=True)
     for ax, (name, model, num_samples) in zip(axes, models, strict=True):
-        out = tdg.predictive.predict(model, grid, num_samples, quantiles=(0.05, 0.95))
-        mean = y_mean + y_sd * out["mean"][:, 0]
-        lower, upper = y_mean + y_sd * out["quantiles"][:, :, 0].T
-        epistemic = 2 * y_sd * np.sqrt(out["epistemic_variance"][:, 0])
+        out = tdg.predictive.predict(
+            model, grid, num_samples, (0.05, 0.95), target_mean=y_mean, target_stddev=y_sd
+        )
+        mean = out["mean"][:, 0]
+        lower, upper = out["quantiles"][:, :, 0].T
+        epistemic = 2 * np.sqrt(out["epistemic_variance"][:, 0])
         ax.fill_between(grid[:, 0], lower, upper, color="C0", alpha=0.2, label="5%-95% predictive")
         if num_samples > 1:
             ax.fill_between(
@@ -224,11 +239,19 @@ def main():
     )
     print(f"\nSaved the figure to {FIGURE}")
 
+    # The export takes raw LSTAT and answers in $1000s.
+    (raw_train, _), (raw_test, _) = tdg.datasets.load_boston_housing(0.2, seed, standardize=False)
+    served = serving_model(bayesian, raw_train[:, LSTAT])
+    with tdg.layers.sampling_mode(bayesian, "mean"):
+        gap = np.abs(served(raw_test[:, [LSTAT]]) - bayesian(x_test[:, [LSTAT]])).max()
+    print(f"\nRaw-input model vs trained model, posterior means: max difference {gap:.1e}")
     # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
     shutil.rmtree(EXPORT_BASE / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(bayesian, EXPORT_BASE, num_samples=NUM_SAMPLES, version=1)
+    path = tdg.export.export_saved_model(
+        served, EXPORT_BASE, NUM_SAMPLES, version=1, target_mean=y_mean, target_stddev=y_sd
+    )
     print(f"Exported the LSTAT Bayesian MLP's predictive (S={NUM_SAMPLES}) to {path}")
-    print(f"It takes standardised LSTAT, predicts z: MEDV = {y_mean:.3f} + {y_sd:.3f} z ($1000s)")
+    print("It takes raw LSTAT (% lower-status population) and answers in $1000s of MEDV.")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 
 

@@ -83,6 +83,20 @@ def test_regression_shapes_standardisation_and_targets(loader, sizes, num_featur
     assert y.min() == low and y.max() == high
 
 
+@pytest.mark.parametrize("loader", [case[0] for case in REGRESSION], ids=lambda f: f.__name__)
+def test_raw_regression_features_standardise_to_the_default(loader):
+    (raw_train, y_train), (raw_test, y_test) = loader(seed=2, standardize=False)
+    (x_train, y_train2), (x_test, _) = loader(seed=2)
+    np.testing.assert_array_equal(y_train, y_train2)
+    assert raw_train.dtype == np.float32
+    assert np.abs(raw_train.mean(axis=0)).max() > 1.0  # really unscaled
+    mean, std = raw_train.mean(axis=0), raw_train.std(axis=0)
+    np.testing.assert_allclose((raw_train - mean) / std, x_train, atol=1e-4)
+    np.testing.assert_allclose((raw_test - mean) / std, x_test, atol=1e-4)
+    with pytest.raises(ValueError, match="`standardize` must be True or False"):
+        loader(standardize="no")
+
+
 @pytest.mark.parametrize("loader", ALL_LOADERS, ids=lambda f: f.__name__)
 def test_split_is_deterministic_and_partitions_the_data(loader):
     (x_train, y_train), (x_test, y_test) = loader(test_fraction=0.3, seed=7)

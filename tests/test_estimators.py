@@ -436,3 +436,22 @@ def test_monte_carlo_kl_with_scale_mixture_prior(cls, sampling):
     ) + _mixture_kl_quadrature(bias_q.mean().numpy(), bias_q.stddev().numpy(), bias_prior)
     stderr = draws.std(ddof=1) / math.sqrt(calls)
     assert abs(draws.mean() - exact) < 4 * stderr, (draws.mean(), exact, stderr)
+
+
+@pytest.mark.parametrize("cls", DENSE)
+def test_inference_calls_add_the_kl_but_do_not_record_it(cls):
+    layer = cls(2, kl_weight=0.5, seed=0)
+    x = tf.ones((3, 4))
+    layer(x, training=True)
+    recorded = float(layer.last_kl)
+    assert recorded > 0
+    # Shrink the posterior: a recording call would now report another KL.
+    _var(layer, "kernel_untransformed_scale").assign(tf.fill((4, 2), -20.0))
+    layer(x, training=False)
+    assert float(layer.last_kl) == recorded
+    # The loss term is still added (evaluate() reports the negative ELBO).
+    (inference_loss,) = layer.losses
+    layer(x)  # training=None, e.g. a direct call: recorded
+    assert float(layer.last_kl) != recorded
+    # Normal prior: the KL is analytic, the same at every call.
+    np.testing.assert_allclose(float(inference_loss), 0.5 * float(layer.last_kl), rtol=1e-6)

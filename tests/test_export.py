@@ -87,9 +87,9 @@ def _trained(make_model):
     return model
 
 
-def _in_process_answers(model, x, order):
+def _in_process_answers(model, x, order, **units):
     """What the export must answer, drawn from the same seed states."""
-    predictive = tdg.predictive.MonteCarloPredictive(model, NUM_SAMPLES, QUANTILES, seed=7)
+    predictive = tdg.predictive.MonteCarloPredictive(model, NUM_SAMPLES, QUANTILES, seed=7, **units)
     signatures = tdg.export.signature_outputs(model)
     answers = {}
     for i, name in enumerate(order):
@@ -119,15 +119,19 @@ def _serve(export_dir, x, order, tmp_path):
 def test_every_signature_serves_the_in_process_predictive(kind, tmp_path):
     model = _trained(MODELS[kind])
     x = np.random.RandomState(1).randn(3, *model.inputs[0].shape[1:]).astype("float32")
+    # The regression model serves in the units of targets it saw standardised.
+    units = (
+        {"target_mean": (10.0, -5.0), "target_stddev": (2.0, 3.0)} if kind == "regression" else {}
+    )
     export_dir = tdg.export.export_saved_model(
-        model, tmp_path / kind, num_samples=NUM_SAMPLES, quantiles=QUANTILES, seed=7
+        model, tmp_path / kind, num_samples=NUM_SAMPLES, quantiles=QUANTILES, seed=7, **units
     )
     assert export_dir == os.path.join(tmp_path / kind, "1")
     signatures = tdg.export.signature_outputs(model)
     # Each signature twice: the second request must draw new samples.
     order = [name for name in signatures for _ in range(2)]
     served = _serve(export_dir, x, order, tmp_path)
-    expected = _in_process_answers(model, x, order)
+    expected = _in_process_answers(model, x, order, **units)
     assert sorted(served) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_allclose(served[key], value, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -136,10 +136,13 @@ def _images(pixels, labels, side, max_value, test_fraction, seed, flatten):
     return (x[train], y[train]), (x[test], y[test])
 
 
-def _regression(features, targets, test_fraction, seed):
+def _regression(features, targets, test_fraction, seed, standardize):
     test_fraction, seed = _check_split_args(test_fraction, seed)
+    standardize = _check_bool("standardize", standardize)
     train, test = _split_indices(len(targets), test_fraction, seed)
-    x_train, x_test = _standardize(features[train], features[test])
+    x_train, x_test = features[train], features[test]
+    if standardize:
+        x_train, x_test = _standardize(x_train, x_test)
     y = targets.astype(np.float32)
     return (x_train.astype(np.float32), y[train]), (x_test.astype(np.float32), y[test])
 
@@ -197,17 +200,21 @@ def load_mnist_5k(test_fraction=0.2, seed=0, flatten=True):
     return _images(pixels, labels, 28, 255, test_fraction, seed, flatten)
 
 
-def load_diabetes(test_fraction=0.2, seed=0):
+def load_diabetes(test_fraction=0.2, seed=0, standardize=True):
     """Diabetes progression regression: 442 patients, 10 features.
 
     Source: `sklearn.datasets.load_diabetes(scaled=False)` (Efron et al.,
     2004, "Least Angle Regression"). Features are standardised with the
-    training split's mean and stddev; the target, a disease-progression
-    score one year after baseline (25 to 346), is left in its own units.
+    training split's mean and stddev unless `standardize=False`; the target,
+    a disease-progression score one year after baseline (25 to 346), is left
+    in its own units.
 
     Args:
         test_fraction: Share of examples held out for testing, in (0, 1).
         seed: Integer >= 0 fixing the shuffle; same seed, same split.
+        standardize: Whether to standardise the features. Pass False to
+            get raw features, e.g. for a `keras.layers.Normalization` layer
+            inside the model, so an exported model takes raw inputs.
 
     Returns:
         `(x_train, y_train), (x_test, y_test)`: float32 features `(n, 10)`
@@ -221,17 +228,18 @@ def load_diabetes(test_fraction=0.2, seed=0):
     ((354, 10), (88, 10))
     """
     features, targets = _diabetes_raw()
-    return _regression(features, targets, test_fraction, seed)
+    return _regression(features, targets, test_fraction, seed, standardize)
 
 
-def load_boston_housing(test_fraction=0.2, seed=0):
+def load_boston_housing(test_fraction=0.2, seed=0, standardize=True):
     """Boston house prices regression: 506 towns, 13 features.
 
     Source: the file `mlxtend/data/data/boston_housing.csv` of the mlxtend
     package (Harrison & Rubinfeld, 1978, via the UCI repository; the data
     behind `mlxtend.data.boston_housing_data`). The target is MEDV, the
     median home value in $1000s (5 to 50, censored at 50). Features are
-    standardised with the training split's mean and stddev.
+    standardised with the training split's mean and stddev unless
+    `standardize=False`.
 
     Note: feature 12 (`B`) is derived from the share of Black residents per
     town; scikit-learn removed this dataset for that reason. Prefer
@@ -240,6 +248,8 @@ def load_boston_housing(test_fraction=0.2, seed=0):
     Args:
         test_fraction: Share of examples held out for testing, in (0, 1).
         seed: Integer >= 0 fixing the shuffle; same seed, same split.
+        standardize: Whether to standardise the features (see
+            `load_diabetes`).
 
     Returns:
         `(x_train, y_train), (x_test, y_test)`: float32 features `(n, 13)`
@@ -253,4 +263,4 @@ def load_boston_housing(test_fraction=0.2, seed=0):
     ((405, 13), (101, 13))
     """
     features, targets = _boston_housing_raw()
-    return _regression(features, targets, test_fraction, seed)
+    return _regression(features, targets, test_fraction, seed, standardize)

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation
+from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
 from tfp_deepgen.predictive import DEFAULT_QUANTILES, MonteCarloPredictive
 
 __all__ = ["export_saved_model", "signature_outputs"]
@@ -55,6 +56,8 @@ def export_saved_model(
     quantiles=DEFAULT_QUANTILES,
     version=None,
     seed=None,
+    target_mean=0.0,
+    target_stddev=1.0,
 ):
     """Writes the Monte-Carlo predictive of `model` as a versioned SavedModel.
 
@@ -78,11 +81,17 @@ def export_saved_model(
         quantiles: Levels of `predict_quantiles`.
         version: Integer version; default one above the highest existing one.
         seed: Seed of the label draws of `predict_samples`.
+        target_mean, target_stddev: Serve summaries in the units of targets
+            the model was trained on standardised (see
+            `tfp_deepgen.predictive.MonteCarloPredictive`). For inputs, put a
+            `keras.layers.Normalization` layer first in the model.
 
     Returns:
         The directory written, `path/<version>`.
     """
-    predictive = MonteCarloPredictive(model, num_samples, quantiles, seed)
+    predictive = MonteCarloPredictive(
+        model, num_samples, quantiles, seed, target_mean, target_stddev
+    )
     path = os.fspath(path)
     if version is None:
         existing = os.listdir(path) if os.path.isdir(path) else []
@@ -100,10 +109,15 @@ def export_saved_model(
     archive.track(model)
     # The label-sampling seed is state too: each request draws new samples.
     archive.track(_SeedHolder(predictive.seed_generator))
+    # A SavedModel's weights never change: compute the posterior scales once.
+    snapshot = PosteriorScaleSnapshot(model, name="posterior_scales")
+    archive.track(snapshot)
     signatures = _CLASSIFIER_SIGNATURES if predictive.is_classifier else _CONTINUOUS_SIGNATURES
-    for name, outputs in signatures.items():
-        archive.add_endpoint(name, _endpoint(predictive, outputs), input_signature=[spec])
-    archive.write_out(export_dir, verbose=False)
+    with snapshot.active():
+        for name, outputs in signatures.items():
+            archive.add_endpoint(name, _endpoint(predictive, outputs), input_signature=[spec])
+        # Inside the context: the archive may trace the endpoints only here.
+        archive.write_out(export_dir, verbose=False)
     return export_dir
 
 
@@ -131,6 +145,6 @@ class _SeedHolder(keras.layers.Layer):
     """Lets the export archive track a bare `SeedGenerator`."""
 
     def __init__(self, seed_generator):
-        super().__init__()
+        super().__init__(name="seed_holder")
         self.seed_generator = seed_generator
         self.built = True

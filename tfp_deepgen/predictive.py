@@ -24,6 +24,7 @@ from tfp_deepgen import _validation
 from tfp_deepgen.heads import Categorical, DistributionHead, IndependentBernoulli
 from tfp_deepgen.heads.discrete import NegativeBinomial, Poisson
 from tfp_deepgen.layers.base import int32_seed, monte_carlo_mode
+from tfp_deepgen.layers.linear import PosteriorScaleSnapshot, _Untracked
 
 __all__ = ["MonteCarloPredictive", "predict"]
 
@@ -68,9 +69,23 @@ class MonteCarloPredictive:
         quantiles: Levels in (0, 1) of the predictive quantiles.
         seed: Seed of the label draws in `samples` (the layers' weight draws
             use their own seeds).
+        target_mean, target_stddev: For a model trained on standardised
+            targets `(y - target_mean) / target_stddev`: report every summary
+            in the units of `y` (means, quantiles and samples mapped back;
+            stddevs times `target_stddev`, variances times its square). A
+            number, or one per output (length `event_size`). Continuous
+            heads only.
     """
 
-    def __init__(self, model, num_samples=32, quantiles=DEFAULT_QUANTILES, seed=None):
+    def __init__(
+        self,
+        model,
+        num_samples=32,
+        quantiles=DEFAULT_QUANTILES,
+        seed=None,
+        target_mean=0.0,
+        target_stddev=1.0,
+    ):
         head = model.layers[-1] if hasattr(model, "layers") and model.layers else None
         if not isinstance(head, DistributionHead):
             raise ValueError(
@@ -85,6 +100,15 @@ class MonteCarloPredictive:
             raise ValueError("`quantiles` must hold at least one level in (0, 1).")
         self.is_classifier = isinstance(head, (Categorical, IndependentBernoulli))
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.target_mean = _per_output("target_mean", target_mean, head, positive=False)
+        self.target_stddev = _per_output("target_stddev", target_stddev, head, positive=True)
+        if self.is_classifier and (
+            set(self.target_mean) != {0.0} or set(self.target_stddev) != {1.0}
+        ):
+            raise ValueError(
+                "`target_mean` and `target_stddev` rescale continuous outputs; a "
+                f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."
+            )
 
     def parameter_samples(self, x):
         """Head parameters under S posterior samples, shape `(S, batch, P)`."""
@@ -120,7 +144,23 @@ class MonteCarloPredictive:
             summaries = _classifier_summaries(self.head, params, outputs, seed)
         else:
             summaries = _continuous_summaries(self.head, params, self.quantiles, outputs, seed)
+            summaries = self._in_target_units(summaries)
         return {name: summaries[name] for name in outputs}
+
+    def _in_target_units(self, summaries):
+        if set(self.target_mean) == {0.0} and set(self.target_stddev) == {1.0}:
+            return summaries
+        shift = tf.constant(self.target_mean, "float32")
+        factor = tf.constant(self.target_stddev, "float32")
+        moved = {}
+        for name, value in summaries.items():
+            if name in ("mean", "quantiles", "samples"):
+                moved[name] = shift + factor * value
+            elif name == "stddev":
+                moved[name] = factor * value
+            else:  # variances
+                moved[name] = tf.square(factor) * value
+        return moved
 
 
 def predict(
@@ -131,6 +171,8 @@ def predict(
     batch_size=256,
     seed=None,
     outputs=None,
+    target_mean=0.0,
+    target_stddev=1.0,
 ):
     """Monte-Carlo predictive of `model` on `x`, as numpy arrays.
 
@@ -142,16 +184,58 @@ def predict(
         batch_size: Examples per compiled call.
         seed: Seed of the label draws in `samples`.
         outputs: Names of the summaries to compute (default: all).
+        target_mean, target_stddev: Report summaries in the units of targets
+            the model saw standardised; see `MonteCarloPredictive`.
 
     Returns:
         A dict of numpy arrays; see `MonteCarloPredictive` for the keys.
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
-    predictive = MonteCarloPredictive(model, num_samples, quantiles, seed)
-    run = tf.function(lambda batch: predictive(batch, outputs), reduce_retracing=True)
+    predictive = MonteCarloPredictive(
+        model, num_samples, quantiles, seed, target_mean, target_stddev
+    )
+    if outputs is not None:
+        outputs = tuple(outputs)
+        for name in outputs:
+            _validation.one_of("outputs", name, predictive.output_names)
+    # One compiled function per model and settings, reused across calls; the
+    # weights cannot change during a call, so posterior scales are computed
+    # once per call (a snapshot) instead of once per batch.
+    cache = getattr(model, "_tdg_predict_cache", None)
+    if cache is None:
+        cache = _Untracked({})
+        model._tdg_predict_cache = cache
+    key = (
+        predictive.num_samples,
+        predictive.quantiles,
+        outputs,
+        predictive.target_mean,
+        predictive.target_stddev,
+    )
+    if key in cache.value:
+        predictive, snapshot, run = cache.value[key]
+        predictive.seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)
+        snapshot.refresh()
+    else:
+        snapshot = PosteriorScaleSnapshot(model)
+        run = tf.function(lambda batch: predictive(batch, outputs), reduce_retracing=True)
+        cache.value[key] = predictive, snapshot, run
     x = np.asarray(x)
-    chunks = [run(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    with snapshot.active():
+        chunks = [run(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
+
+
+def _per_output(name, value, head, positive):
+    """A number or one per output, as a tuple of floats."""
+    check = _validation.positive_float if positive else _validation.finite_float
+    values = np.ravel(np.asarray(value, dtype=object)) if np.ndim(value) else [value]
+    if np.ndim(value) > 1 or len(values) not in (1, head.event_size):
+        raise ValueError(
+            f"`{name}` must be a number or a sequence of {head.event_size} numbers (one "
+            f"per output of the head); received {value!r}."
+        )
+    return tuple(check(name, v) for v in values)
 
 
 def _batch_first(t):
@@ -159,15 +243,17 @@ def _batch_first(t):
 
 
 def _classifier_summaries(head, params, outputs, seed):
+    # Averages over samples in float64: in float32 the rounding of the means
+    # alone gives a deterministic model a mutual information of ~1e-5.
     if isinstance(head, Categorical):
-        per_sample = tf.nn.softmax(params)  # (S, B, K)
+        per_sample = tf.cast(tf.nn.softmax(params), "float64")  # (S, B, K)
         probabilities = tf.reduce_mean(per_sample, 0)
 
         def entropy(p):
             return -tf.reduce_sum(tf.math.xlogy(p, p), -1)
 
     else:
-        per_sample = tf.sigmoid(params)  # (S, B, d): P(y = 1)
+        per_sample = tf.cast(tf.sigmoid(params), "float64")  # (S, B, d): P(y = 1)
         probabilities = tf.reduce_mean(per_sample, 0)
 
         def entropy(p):
@@ -182,6 +268,7 @@ def _classifier_summaries(head, params, outputs, seed):
         # Jensen's gap; float rounding can make it a hair negative.
         "mutual_information": tf.maximum(predictive_entropy - expected_entropy, 0.0),
     }
+    summaries = {name: tf.cast(value, "float32") for name, value in summaries.items()}
     if "samples" in outputs:
         summaries["samples"] = _batch_first(head.distribution(params).sample(seed=seed))
     return summaries
@@ -191,9 +278,11 @@ def _continuous_summaries(head, params, quantiles, outputs, seed):
     distribution = head.distribution(params)
     means = distribution.mean()  # (S, B, d)
     variances = distribution.variance()
-    mean = tf.reduce_mean(means, 0)
-    aleatoric = tf.reduce_mean(variances, 0)
-    epistemic = tf.reduce_mean(tf.square(means - mean), 0)
+    # Moments over samples in float64 (see `_classifier_summaries`).
+    means64, variances64 = tf.cast(means, "float64"), tf.cast(variances, "float64")
+    mean = tf.reduce_mean(means64, 0)
+    aleatoric = tf.reduce_mean(variances64, 0)
+    epistemic = tf.reduce_mean(tf.square(means64 - mean), 0)
     variance = aleatoric + epistemic
     summaries = {
         "mean": mean,
@@ -202,6 +291,7 @@ def _continuous_summaries(head, params, quantiles, outputs, seed):
         "aleatoric_variance": aleatoric,
         "epistemic_variance": epistemic,
     }
+    summaries = {name: tf.cast(value, "float32") for name, value in summaries.items()}
     if "quantiles" in outputs:
         levels = tf.constant(quantiles, "float32")
         counts = isinstance(head, (Poisson, NegativeBinomial))
@@ -237,10 +327,19 @@ def _mixture_quantiles(marginal, levels, means, variances, counts=False):
     spread = tf.reduce_max(stddevs, 0) + 1e-6
     lo = tf.broadcast_to(tf.reduce_min(means, 0) - 4.0 * spread, shape)
     hi = tf.broadcast_to(tf.reduce_max(means, 0) + 4.0 * spread, shape)
-    for i in range(_BRACKET_DOUBLINGS):  # heavy tails: widen until bracketed
-        step = 4.0 * spread * 2.0**i
+
+    def widen(i, lo, hi):  # heavy tails: widen until bracketed
+        step = 4.0 * spread * tf.pow(2.0, tf.cast(i, "float32"))
         lo = tf.where(cdf(lo) >= q, lo - step, lo)
         hi = tf.where(cdf(hi) < q, hi + step, hi)
+        return i + 1, lo, hi
+
+    def unbracketed(i, lo, hi):
+        missing = tf.reduce_any(cdf(lo) >= q) | tf.reduce_any(cdf(hi) < q)
+        return (i < _BRACKET_DOUBLINGS) & missing
+
+    # A loop, not unrolled: XLA compiles each unrolled CDF evaluation anew.
+    _, lo, hi = tf.while_loop(unbracketed, widen, (0, lo, hi))
 
     def bisect(_, lo, hi):
         mid = 0.5 * (lo + hi)

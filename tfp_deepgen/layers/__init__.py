@@ -21,6 +21,7 @@ from tfp_deepgen.layers.dense import (
     DenseLocalReparameterization,
     DenseReparameterization,
 )
+from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
 
 __all__ = [
     "StochasticLayer",
@@ -38,4 +39,5 @@ __all__ = [
     "Conv2DFlipout",
     "Conv3DFlipout",
     "Conv2DLocalReparameterization",
+    "PosteriorScaleSnapshot",
 ]

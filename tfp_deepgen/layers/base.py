@@ -126,8 +126,9 @@ class StochasticLayer(keras.layers.Layer):
 class VariationalLayer(StochasticLayer):
     """Base of layers whose weights have a posterior and a prior.
 
-    Each call adds `kl_weight * KL(q || p)` with `add_loss` and records the
-    unweighted KL, readable as `layer.last_kl`.
+    Each call adds `kl_weight * KL(q || p)` with `add_loss` and, unless called
+    with `training=False`, records the unweighted KL, readable as
+    `layer.last_kl`.
 
     Args:
         kernel_prior: A `tfp_deepgen.priors.Prior` for the kernel.
@@ -162,9 +163,16 @@ class VariationalLayer(StochasticLayer):
         # replicas in cross-replica context, the replica's own value inside.
         return tf.convert_to_tensor(self._kl_tracker.value.value)
 
-    def add_kl(self, kl):
-        """Adds `kl_weight * kl` as a loss and records `kl` as `last_kl`."""
-        self._kl_tracker.update_state(kl)
+    def add_kl(self, kl, training=None):
+        """Adds `kl_weight * kl` as a loss and records `kl` as `last_kl`.
+
+        With `training=False` (`predict`, `evaluate`, serving) the KL is not
+        recorded: the record is a variable update, which would keep the KL's
+        computation alive in graphs whose outputs never use it, such as
+        `predict` and exported signatures.
+        """
+        if training is not False:
+            self._kl_tracker.update_state(kl)
         self.add_loss(self.kl_weight * kl)
 
     def get_config(self):

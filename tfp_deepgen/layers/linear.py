@@ -14,11 +14,13 @@ and computes `y = f(x; W) + b` with one of three gradient estimators:
 `dense.py` and `conv.py` supply the linear map `f`.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation, random
-from tfp_deepgen.layers.base import VariationalLayer
+from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
 from tfp_deepgen.posteriors import MeanFieldNormal
 
 REPARAMETERIZATION = "reparameterization"
@@ -78,6 +80,8 @@ class VariationalLinear(VariationalLayer):
                 "`bias_prior` was given but `use_bias=False`; pass bias_prior=None "
                 "or use_bias=True."
             )
+        # Set by `PosteriorScaleSnapshot.active`.
+        self._frozen_scales = None
 
     # Hooks for dense / conv -------------------------------------------------
 
@@ -123,6 +127,15 @@ class VariationalLinear(VariationalLayer):
                 name="bias", shape=(out,), initializer=self.bias_initializer
             )
 
+    def posterior_scales(self):
+        """`(kernel scale, bias scale or None)`: computed from the variables,
+        or read from a `PosteriorScaleSnapshot` while it is active."""
+        if self._frozen_scales is not None:
+            return self._frozen_scales.value
+        bias_q = self._bias_posterior
+        bias_scale = bias_q.scale() if bias_q is not None else None
+        return self._kernel_posterior.scale(), bias_scale
+
     def kernel_posterior(self):
         """The TFP distribution `q(kernel)` (event shape = kernel shape)."""
         return self._kernel_posterior.distribution()
@@ -133,7 +146,7 @@ class VariationalLinear(VariationalLayer):
             return None
         return self._bias_posterior.distribution()
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if self.monte_carlo_samples is not None:
             return self.activation(self._monte_carlo_call(inputs))
         dtype = self.compute_dtype
@@ -197,7 +210,7 @@ class VariationalLinear(VariationalLayer):
             if bias_sample_for_kl and bias_sample is None:
                 bias_sample = draw_bias()
             kl += self.bias_prior.kl_divergence(bias_q.loc, bias_scale, sample=bias_sample)
-        self.add_kl(kl)
+        self.add_kl(kl, training)
 
         return self.activation(outputs)
 
@@ -213,11 +226,10 @@ class VariationalLinear(VariationalLayer):
         """
         dtype = self.compute_dtype
         q, bias_q = self._kernel_posterior, self._bias_posterior
-        scale = q.scale()
+        scale, bias_scale = self.posterior_scales()
         seeds = tf.random.experimental.stateless_split(self.next_seed(), num=2)
         bias_shape = self.bias_shape_for_broadcast()
         if self.exact_local_sampling(inputs):
-            bias_scale = bias_q.scale() if bias_q is not None else None
             return self._local_reparameterization(inputs, scale, bias_scale, seeds[0])
 
         num_samples = self.monte_carlo_samples
@@ -232,7 +244,7 @@ class VariationalLinear(VariationalLayer):
         bias = self.bias
         if bias_q is not None:
             eps = random.normal((num_samples, *bias_q.shape), seeds[1])
-            bias = bias_q.loc + bias_q.scale() * eps
+            bias = bias_q.loc + bias_scale * eps
             # (copy, example, ...): one bias sample per copy, on the channel axis.
             per_copy = [num_samples, 1, *bias_shape]
             if bias_shape == (-1,):
@@ -277,3 +289,82 @@ class VariationalLinear(VariationalLayer):
             }
         )
         return config
+
+
+class _Untracked:
+    """Holds references that Keras must not track as a layer's own state."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+class PosteriorScaleSnapshot(keras.layers.Layer):
+    """Copies of the posterior scales that Monte-Carlo passes can read instead.
+
+    A scale is `softplus(untransformed) + 1e-8` of every weight, recomputed on
+    each call because the weights may change; for a few hundred thousand
+    weights that softplus costs more than the matmuls of a small batch. When
+    the weights are fixed (a SavedModel, one `predictive.predict` call), take a
+    snapshot: non-trainable variables holding the scales, refreshed with
+    `refresh()`, and read by every variational layer of `model` while
+    `active()`. Trace the Monte-Carlo pass inside `active()`.
+
+    Args:
+        model: A built Keras model or layer.
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> model = keras.Sequential([keras.Input((3,)), tdg.layers.DenseFlipout(2)])
+    >>> snapshot = tdg.layers.PosteriorScaleSnapshot(model)
+    >>> with snapshot.active():
+    ...     scale, _ = model.layers[0].posterior_scales()
+    >>> scale is snapshot.weights[0]
+    True
+    """
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        targets = []
+        for layer in stochastic_layers(model):
+            if not isinstance(layer, VariationalLinear):
+                continue
+            copies = []
+            for part, scale in zip(("kernel", "bias"), layer.posterior_scales(), strict=True):
+                copies.append(
+                    None
+                    if scale is None
+                    else self.add_weight(
+                        name=f"{layer.name}_{part}_scale",
+                        shape=scale.shape,
+                        initializer="zeros",
+                        dtype="float32",
+                        trainable=False,
+                        autocast=False,
+                    )
+                )
+            targets.append((layer, tuple(copies)))
+        self._targets = _Untracked(targets)
+        self.built = True
+        self.refresh()
+
+    def refresh(self):
+        """Copies the current scales into the snapshot."""
+        for layer, copies in self._targets.value:
+            scales = (layer._kernel_posterior.scale(), None)
+            if layer._bias_posterior is not None:
+                scales = (scales[0], layer._bias_posterior.scale())
+            for copy, scale in zip(copies, scales, strict=True):
+                if copy is not None:
+                    copy.assign(scale)
+
+    @contextlib.contextmanager
+    def active(self):
+        """Layers read their scales from the snapshot inside the context."""
+        for layer, copies in self._targets.value:
+            layer._frozen_scales = _Untracked(copies)
+        try:
+            yield self
+        finally:
+            for layer, _ in self._targets.value:
+                layer._frozen_scales = None
