@@ -25,6 +25,8 @@ serving one request. Contenders (``xla`` = ``tf.function(jit_compile=True)``, ``
   ``quantiles``), so ``mc - mc-noq`` is the cost of the quantile bisection.
 - ``params``: ``MonteCarloPredictive.parameter_samples``: the stacked forward pass alone
   (``mc - params`` is the cost of the summaries).
+- ``mc-cache``: the same with ``cache_scales=True``: the posterior scales are kept in
+  variables and recomputed inside the call only where their weights changed.
 - ``served``: the ``serving_default`` signature (classifier: probabilities; regression:
   mean) of ``tdg.export.export_saved_model(model, ..., num_samples=32)``, loaded back with
   ``tf.saved_model.load`` (graph mode, as TF Serving runs it). The export snapshots the
@@ -35,8 +37,8 @@ serving one request. Contenders (``xla`` = ``tf.function(jit_compile=True)``, ``
 
 Contenders are timed in interleaved rounds (round-robin over all of them), so drift of
 the machine hits all alike; every call is synchronised by reading its outputs. The table
-reports the median over calls in milliseconds, ``mc/det`` (target <= 4) in the same
-compilation mode, and ``served/det`` (against the graph-mode ``det``).
+reports the median over calls in milliseconds and, in the same compilation mode,
+``mc/det``, ``cache/det`` (the verdict: target <= 4) and ``served/det``.
 """
 
 import argparse
@@ -161,6 +163,7 @@ def make_contenders(section, x):
     model = build_model(estimator, head)
     keras_model = build_keras_model(head.input_size)
     mc = tdg.predictive.MonteCarloPredictive(model, NUM_SAMPLES, seed=0)
+    cached = tdg.predictive.MonteCarloPredictive(model, NUM_SAMPLES, seed=0, cache_scales=True)
     no_quantiles = tuple(n for n in mc.output_names if n != "quantiles")
     contenders = {}
 
@@ -182,6 +185,7 @@ def make_contenders(section, x):
         add("keras", lambda x: keras_model(x, training=False))
         add("keras32", lambda x: keras_model(tf.tile(x, [NUM_SAMPLES, 1]), training=False))
         add("mc", mc.__call__)
+        add("mc-cache", cached.__call__)
         if regression:
             add("mc-noq", lambda x: mc(x, outputs=no_quantiles))
         add("params", mc.parameter_samples)
@@ -213,10 +217,10 @@ def report(section, contenders):
         else f"Categorical(10) head, {SHORT[section]}"
     )
     print(f"\n== MLP 784-400-400, {what}, batch 1, S={NUM_SAMPLES}: median ms/call ==")
-    cols = ["mode", "keras", "keras32", "det", "params", "mc", "served"]
+    cols = ["mode", "keras", "keras32", "det", "params", "mc", "mc-cache", "served"]
     if regression:
         cols += ["mc-noq", "quantiles"]
-    cols += ["loop", "mc/det", "served/det", "mc/keras", "loop/mc", "verdict"]
+    cols += ["loop", "mc/det", "cache/det", "served/det", "loop/mc", "verdict"]
     print("".join(f"{c:>11}" for c in cols))
     for jit in (True, False):
 
@@ -225,20 +229,20 @@ def report(section, contenders):
             return c.ms if c is not None else float("nan")
 
         row = ["xla" if jit else "graph", ms("keras"), ms("keras32"), ms("det")]
-        row += [ms("params"), ms("mc"), ms("served")]
+        row += [ms("params"), ms("mc"), ms("mc-cache"), ms("served")]
         if regression:
             row += [ms("mc-noq"), ms("mc") - ms("mc-noq")]
-        ratio = ms("mc") / ms("det")
+        ratio = ms("mc-cache") / ms("det")
         verdict = "n/a" if not np.isfinite(ratio) else ("ok" if ratio <= TARGET_RATIO else "MISS")
-        row += [ms("loop"), _ratio(ms("mc"), ms("det")), _ratio(ms("served"), ms("det"))]
-        row += [_ratio(ms("mc"), ms("keras"))]
+        row += [ms("loop"), _ratio(ms("mc"), ms("det")), _ratio(ms("mc-cache"), ms("det"))]
+        row += [_ratio(ms("served"), ms("det"))]
         row += [_ratio(ms("loop"), ms("mc")), verdict]
         print(
             "".join(f"{v:>11.3f}" if isinstance(v, float) else f"{v:>11}" for v in row).replace(
                 "nan", "  -"
             )
         )
-    print(f"-- target: mc/det <= {TARGET_RATIO:g} --")
+    print(f"-- target: mc-cache/det <= {TARGET_RATIO:g} (verdict) --")
     for c in contenders.values():
         print(c.describe())
 

@@ -582,6 +582,27 @@ def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     assert len(model._tdg_predict_cache.value) == 2
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_cached_scales_follow_weight_changes(jit):
+    head = heads.IndependentNormal(1, scale=1.0)
+    model, x = _one_hot_model(head, [[0.5], [-1.0]], layer_cls=layers.DenseFlipout, scale=1e-6)
+    layer = model.layers[0]
+    mc = predictive.MonteCarloPredictive(model, 64, cache_scales=True)
+    run = tf.function(lambda batch: mc(batch, ("epistemic_variance",)), jit_compile=jit)
+    assert np.all(run(x)["epistemic_variance"].numpy() < 1e-8)
+    _set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
+    variance = run(x)["epistemic_variance"].numpy()
+    np.testing.assert_array_less(np.abs(variance - 9.0), _plugin_var_bound(9.0, 64))
+    kernel_copy = mc.scale_cache.weights[0]
+    np.testing.assert_allclose(kernel_copy.numpy(), 3.0, rtol=1e-5)
+    # Unchanged weights: the cache is reused, not recomputed (a planted value
+    # in the cache survives the next call).
+    kernel_copy.assign(tf.fill(kernel_copy.shape, 0.0))
+    assert np.all(run(x)["epistemic_variance"].numpy() < 1e-8)
+    with pytest.raises(ValueError, match="`cache_scales` must be True or False"):
+        predictive.MonteCarloPredictive(model, 4, cache_scales="yes")
+
+
 def test_target_units_map_every_continuous_summary_back():
     head = heads.IndependentNormal(2)
     rng = np.random.default_rng(9)
@@ -642,6 +663,10 @@ def test_posterior_scale_snapshot_is_read_only_while_active():
     assert not np.allclose(kernel_copy.numpy(), 0.7)  # stale until refreshed
     snapshot.refresh()
     np.testing.assert_allclose(kernel_copy.numpy(), 0.7, rtol=1e-6)
+    with pytest.raises(ValueError, match="needs a snapshot made with track_changes=True"):
+        snapshot.refresh_if_stale()
+    with pytest.raises(ValueError, match="`track_changes` must be True or False"):
+        layers.PosteriorScaleSnapshot(model, track_changes=1)
 
 
 def test_bad_arguments_raise_naming_the_argument():

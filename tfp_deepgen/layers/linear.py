@@ -309,8 +309,15 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
     `refresh()`, and read by every variational layer of `model` while
     `active()`. Trace the Monte-Carlo pass inside `active()`.
 
+    With `track_changes=True` the snapshot also keeps a copy of each
+    untransformed scale variable, and `refresh_if_stale()`, called inside a
+    traced function, recomputes exactly the scales whose variables changed:
+    a comparison per call instead of a softplus (twice the memory of the
+    scale variables).
+
     Args:
         model: A built Keras model or layer.
+        track_changes: Whether `refresh_if_stale()` is available.
 
     Example:
 
@@ -323,40 +330,69 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
     True
     """
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, track_changes=False, **kwargs):
         super().__init__(**kwargs)
-        targets = []
+        if not isinstance(track_changes, bool):
+            raise ValueError(
+                f"`track_changes` must be True or False. Received: track_changes={track_changes!r}"
+            )
+        self.track_changes = track_changes
+        targets, entries = [], []
         for layer in stochastic_layers(model):
             if not isinstance(layer, VariationalLinear):
                 continue
             copies = []
-            for part, scale in zip(("kernel", "bias"), layer.posterior_scales(), strict=True):
-                copies.append(
-                    None
-                    if scale is None
-                    else self.add_weight(
-                        name=f"{layer.name}_{part}_scale",
-                        shape=scale.shape,
-                        initializer="zeros",
-                        dtype="float32",
-                        trainable=False,
-                        autocast=False,
-                    )
-                )
+            for part in ("kernel", "bias"):
+                posterior = getattr(layer, f"_{part}_posterior")
+                if posterior is None:
+                    copies.append(None)
+                    continue
+                copy = self._copy_of(posterior, f"{layer.name}_{part}_scale")
+                source = None
+                if track_changes:
+                    source = self._copy_of(posterior, f"{layer.name}_{part}_untransformed")
+                copies.append(copy)
+                entries.append((posterior, copy, source))
             targets.append((layer, tuple(copies)))
         self._targets = _Untracked(targets)
+        self._entries = _Untracked(entries)
         self.built = True
         self.refresh()
 
+    def _copy_of(self, posterior, name):
+        return self.add_weight(
+            name=name,
+            shape=posterior.shape,
+            initializer="zeros",
+            dtype="float32",
+            trainable=False,
+            autocast=False,
+        )
+
     def refresh(self):
         """Copies the current scales into the snapshot."""
-        for layer, copies in self._targets.value:
-            scales = (layer._kernel_posterior.scale(), None)
-            if layer._bias_posterior is not None:
-                scales = (scales[0], layer._bias_posterior.scale())
-            for copy, scale in zip(copies, scales, strict=True):
-                if copy is not None:
-                    copy.assign(scale)
+        for posterior, copy, source in self._entries.value:
+            copy.assign(posterior.scale())
+            if source is not None:
+                source.assign(posterior.untransformed_scale)
+
+    def refresh_if_stale(self):
+        """Recomputes the scales whose variables changed since the last refresh.
+
+        Call it inside the traced function, before the Monte-Carlo pass.
+        """
+        if not self.track_changes:
+            raise ValueError("`refresh_if_stale` needs a snapshot made with track_changes=True.")
+        for posterior, copy, source in self._entries.value:
+            current = posterior.untransformed_scale
+
+            def update(posterior=posterior, copy=copy, source=source, current=current):
+                copy.assign(posterior.scale())
+                source.assign(current)
+                return tf.constant(True)
+
+            stale = tf.reduce_any(tf.not_equal(tf.convert_to_tensor(current), source))
+            tf.cond(stale, update, lambda: tf.constant(False))
 
     @contextlib.contextmanager
     def active(self):
