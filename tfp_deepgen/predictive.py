@@ -117,9 +117,8 @@ class MonteCarloPredictive:
             self.scale_cache = PosteriorScaleSnapshot(model, track_changes=True)
         self.target_mean = _per_output("target_mean", target_mean, head, positive=False)
         self.target_stddev = _per_output("target_stddev", target_stddev, head, positive=True)
-        if self.is_classifier and (
-            set(self.target_mean) != {0.0} or set(self.target_stddev) != {1.0}
-        ):
+        self._rescales = set(self.target_mean) != {0.0} or set(self.target_stddev) != {1.0}
+        if self.is_classifier and self._rescales:
             raise ValueError(
                 "`target_mean` and `target_stddev` rescale continuous outputs; a "
                 f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."
@@ -152,9 +151,7 @@ class MonteCarloPredictive:
             outputs: Names of the summaries to compute (default: all of
                 `output_names`); the others are not computed.
         """
-        outputs = tuple(outputs or self.output_names)
-        for name in outputs:
-            _validation.one_of("outputs", name, self.output_names)
+        outputs = self._checked_outputs(outputs)
         params = self.parameter_samples(x)
         seed = None
         if "samples" in outputs:
@@ -166,8 +163,15 @@ class MonteCarloPredictive:
             summaries = self._in_target_units(summaries)
         return {name: summaries[name] for name in outputs}
 
+    def _checked_outputs(self, outputs):
+        """`outputs` as a tuple of known names (default: all of them)."""
+        outputs = tuple(outputs or self.output_names)
+        for name in outputs:
+            _validation.one_of("outputs", name, self.output_names)
+        return outputs
+
     def _in_target_units(self, summaries):
-        if set(self.target_mean) == {0.0} and set(self.target_stddev) == {1.0}:
+        if not self._rescales:
             return summaries
         shift = tf.constant(self.target_mean, "float32")
         factor = tf.constant(self.target_stddev, "float32")
@@ -213,10 +217,7 @@ def predict(
     predictive = MonteCarloPredictive(
         model, num_samples, quantiles, seed, target_mean, target_stddev
     )
-    if outputs is not None:
-        outputs = tuple(outputs)
-        for name in outputs:
-            _validation.one_of("outputs", name, predictive.output_names)
+    outputs = predictive._checked_outputs(outputs)
     # One compiled function per model and settings, reused across calls; the
     # weights cannot change during a call, so posterior scales are computed
     # once per call (a snapshot) instead of once per batch.
@@ -232,8 +233,9 @@ def predict(
         predictive.target_stddev,
     )
     if key in cache.value:
+        fresh_seed_state = predictive.seed_generator.state.value
         predictive, snapshot, run = cache.value[key]
-        predictive.seed_generator.state.assign(keras.random.SeedGenerator(seed).state.value)
+        predictive.seed_generator.state.assign(fresh_seed_state)
         snapshot.refresh()
     else:
         snapshot = PosteriorScaleSnapshot(model)
@@ -347,18 +349,18 @@ def _mixture_quantiles(marginal, levels, means, variances, counts=False):
     lo = tf.broadcast_to(tf.reduce_min(means, 0) - 4.0 * spread, shape)
     hi = tf.broadcast_to(tf.reduce_max(means, 0) + 4.0 * spread, shape)
 
-    def widen(i, lo, hi):  # heavy tails: widen until bracketed
+    def widen(i, lo, hi, cdf_lo, cdf_hi):  # heavy tails: widen until bracketed
         step = 4.0 * spread * tf.pow(2.0, tf.cast(i, "float32"))
-        lo = tf.where(cdf(lo) >= q, lo - step, lo)
-        hi = tf.where(cdf(hi) < q, hi + step, hi)
-        return i + 1, lo, hi
+        lo = tf.where(cdf_lo >= q, lo - step, lo)
+        hi = tf.where(cdf_hi < q, hi + step, hi)
+        return i + 1, lo, hi, cdf(lo), cdf(hi)
 
-    def unbracketed(i, lo, hi):
-        missing = tf.reduce_any(cdf(lo) >= q) | tf.reduce_any(cdf(hi) < q)
+    def unbracketed(i, lo, hi, cdf_lo, cdf_hi):
+        missing = tf.reduce_any(cdf_lo >= q) | tf.reduce_any(cdf_hi < q)
         return (i < _BRACKET_DOUBLINGS) & missing
 
     # A loop, not unrolled: XLA compiles each unrolled CDF evaluation anew.
-    _, lo, hi = tf.while_loop(unbracketed, widen, (0, lo, hi))
+    _, lo, hi, _, _ = tf.while_loop(unbracketed, widen, (0, lo, hi, cdf(lo), cdf(hi)))
 
     def bisect(_, lo, hi):
         mid = 0.5 * (lo + hi)

@@ -132,6 +132,9 @@ class VariationalLinear(VariationalLayer):
         or read from a `PosteriorScaleSnapshot` while it is active."""
         if self._frozen_scales is not None:
             return self._frozen_scales.value
+        return self._computed_scales()
+
+    def _computed_scales(self):
         bias_q = self._bias_posterior
         bias_scale = bias_q.scale() if bias_q is not None else None
         return self._kernel_posterior.scale(), bias_scale
@@ -151,10 +154,10 @@ class VariationalLinear(VariationalLayer):
             return self.activation(self._monte_carlo_call(inputs))
         dtype = self.compute_dtype
         q = self._kernel_posterior
-        scale = q.scale()
+        # Never the snapshot here: the KL and the gradients need the variables.
+        scale, bias_scale = self._computed_scales()
         sample_for_kl = not self.kernel_prior.has_analytic_kl
         bias_q = self._bias_posterior
-        bias_scale = bias_q.scale() if bias_q is not None else None
         bias_sample_for_kl = bias_q is not None and not self.bias_prior.has_analytic_kl
 
         seeds = None
