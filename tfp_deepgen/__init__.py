@@ -24,6 +24,7 @@ from tfp_deepgen import (  # noqa: E402
     posteriors,
     predictive,
     priors,
+    pruning,
     random,
 )
 
@@ -40,6 +41,7 @@ __all__ = [
     "posteriors",
     "predictive",
     "priors",
+    "pruning",
     "random",
     "__version__",
 ]

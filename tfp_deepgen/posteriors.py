@@ -22,7 +22,7 @@ from tfp_deepgen import _validation, random
 
 tfd = tfp.distributions
 
-__all__ = ["MeanFieldNormal", "softplus_inverse"]
+__all__ = ["MeanFieldNormal", "LogVarianceNormal", "MultiplicativeNormal", "softplus_inverse"]
 
 #: Floor added to every softplus scale so `log(scale)` in the KL stays finite.
 MIN_SCALE = 1e-8
@@ -50,6 +50,10 @@ class MeanFieldNormal:
         scale_init: Initial posterior standard deviation, > 0.
         trainable: Whether both variables are trained.
     """
+
+    #: Whether `scale()` reads `loc` (then it cannot be snapshotted from
+    #: `untransformed_scale` alone).
+    scale_depends_on_loc = False
 
     def __init__(
         self,
@@ -91,9 +95,143 @@ class MeanFieldNormal:
         eps = random.normal(self.shape, seed)
         return self.loc + self.scale() * eps
 
+    def kl_divergence(self, prior, scale, sample=None):
+        """`KL(q || prior)` summed over the weights, given `scale()` read once."""
+        return prior.kl_divergence(self.loc, scale, sample=sample)
+
     def distribution(self):
         """The posterior as a TFP distribution with event shape `shape`."""
         return tfd.Independent(
             tfd.Normal(self.loc, self.scale()),
             reinterpreted_batch_ndims=len(self.shape),
         )
+
+
+def _require_log_uniform(prior, posterior):
+    # Imported here: priors -> posteriors would otherwise import in a cycle.
+    from tfp_deepgen.priors import LogUniform
+
+    if not isinstance(prior, LogUniform):
+        raise ValueError(
+            f"{posterior} has a KL only against tfp_deepgen.priors.LogUniform. "
+            f"Received: prior={prior!r}"
+        )
+
+
+class LogVarianceNormal(MeanFieldNormal):
+    """`q(w) = N(theta, sigma^2)` stored as `theta` and `log sigma^2`.
+
+    The additive reparameterization of sparse variational dropout (Molchanov
+    et al., 2017): the noise `sigma` is a free parameter instead of
+    `sqrt(alpha) |theta|`, which keeps gradient variance low when `alpha` is
+    large. `log alpha = log sigma^2 - log theta^2` (clipped to `[-8, 8]`) is
+    what the log-uniform KL and pruning read. Creates `{name}_loc` and
+    `{name}_log_sigma2` on `layer`, float32.
+
+    Args:
+        layer: The Keras layer that owns the variables.
+        name: Prefix of the variable names.
+        shape: Shape of the weight tensor.
+        loc_initializer: Keras initializer of `theta`.
+        log_variance_init: Initial `log sigma^2` of every weight.
+    """
+
+    def __init__(
+        self, layer, name, shape, loc_initializer="glorot_uniform", log_variance_init=-10.0
+    ):
+        log_variance_init = _validation.finite_float("log_sigma2_init", log_variance_init)
+        self.shape = tuple(shape)
+        self.loc = layer.add_weight(
+            name=f"{name}_loc",
+            shape=self.shape,
+            initializer=loc_initializer,
+            dtype="float32",
+            autocast=False,
+        )
+        self.log_variance = layer.add_weight(
+            name=f"{name}_log_sigma2",
+            shape=self.shape,
+            initializer=keras.initializers.Constant(log_variance_init),
+            dtype="float32",
+            autocast=False,
+        )
+
+    @property
+    def untransformed_scale(self):
+        """The variable the scale is computed from (`log sigma^2`)."""
+        return self.log_variance
+
+    def scale(self):
+        return tf.exp(0.5 * self.log_variance)
+
+    def log_alpha(self):
+        """`log sigma^2 - log theta^2`, clipped to `[-8, 8]`, float32."""
+        log_alpha = self.log_variance - tf.math.log(tf.square(self.loc) + 1e-8)
+        return tf.clip_by_value(log_alpha, -8.0, 8.0)
+
+    def kl_divergence(self, prior, scale, sample=None):
+        del scale, sample  # the KL reads log alpha directly
+        _require_log_uniform(prior, type(self).__name__)
+        return tf.reduce_sum(prior.kl_from_log_alpha(self.log_alpha()))
+
+
+class MultiplicativeNormal(MeanFieldNormal):
+    """`q(w) = N(theta, alpha theta^2)`: Gaussian dropout noise on the weights.
+
+    `alpha` is shared along the axes where `alpha_shape` has size 1 (one per
+    output unit, or one per layer), as in variational dropout (Kingma,
+    Salimans & Welling, 2015). Creates `{name}_loc` and `{name}_log_alpha` on
+    `layer`, float32; `log alpha` is clipped to `[-8, max_log_alpha]` when read.
+
+    Args:
+        layer: The Keras layer that owns the variables.
+        name: Prefix of the variable names.
+        shape: Shape of the weight tensor.
+        alpha_shape: Shape of `log alpha`, broadcastable to `shape`.
+        loc_initializer: Keras initializer of `theta`.
+        log_alpha_init: Initial `log alpha`.
+        max_log_alpha: Upper clip of `log alpha`.
+    """
+
+    #: The scale depends on `loc`, so it cannot be snapshotted from one variable.
+    scale_depends_on_loc = True
+
+    def __init__(
+        self,
+        layer,
+        name,
+        shape,
+        alpha_shape,
+        loc_initializer="glorot_uniform",
+        log_alpha_init=-4.0,
+        max_log_alpha=0.0,
+    ):
+        self.shape = tuple(shape)
+        self.max_log_alpha = max_log_alpha
+        self.loc = layer.add_weight(
+            name=f"{name}_loc",
+            shape=self.shape,
+            initializer=loc_initializer,
+            dtype="float32",
+            autocast=False,
+        )
+        self.raw_log_alpha = layer.add_weight(
+            name=f"{name}_log_alpha",
+            shape=tuple(alpha_shape),
+            initializer=keras.initializers.Constant(log_alpha_init),
+            dtype="float32",
+            autocast=False,
+        )
+
+    def log_alpha(self):
+        """`log alpha` clipped to `[-8, max_log_alpha]`, in its own shape."""
+        return tf.clip_by_value(self.raw_log_alpha, -8.0, self.max_log_alpha)
+
+    def scale(self):
+        return tf.exp(0.5 * self.log_alpha()) * tf.abs(self.loc)
+
+    def kl_divergence(self, prior, scale, sample=None):
+        del scale, sample  # the KL reads log alpha directly
+        _require_log_uniform(prior, type(self).__name__)
+        kl = tf.broadcast_to(prior.kl_from_log_alpha(self.log_alpha()), self.shape)
+        return tf.reduce_sum(kl)

@@ -23,7 +23,7 @@ from tfp_deepgen import _validation
 
 tfd = tfp.distributions
 
-__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "get"]
+__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "LogUniform", "get"]
 
 # Blundell et al. (2015) report -log(scale2) in {6, 7, 8} working best.
 _DEFAULT_NARROW_SCALE = math.exp(-6)
@@ -37,7 +37,8 @@ class Prior:
     are sums over entries.
     """
 
-    #: Whether TFP registers a closed-form `KL(Normal || prior)`.
+    #: Whether `kl_divergence` needs no posterior sample (a closed form, or
+    #: for `LogUniform` a closed-form approximation).
     has_analytic_kl = False
 
     def distribution(self, shape=(), dtype="float32"):
@@ -197,6 +198,66 @@ class ScaleMixtureNormal(Prior):
 
     def get_config(self):
         return {"pi": self.pi, "scale1": self.scale1, "scale2": self.scale2}
+
+
+# Molchanov, Ashukha & Vetrov (2017), eq. 14: -KL(alpha) is approximated by
+# K1 sigmoid(K2 + K3 log alpha) - log1p(1 / alpha) / 2 - K1.
+_K1, _K2, _K3 = 0.63576, 1.87320, 1.48695
+_LOG_ALPHA_RANGE = (-8.0, 8.0)
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class LogUniform(Prior):
+    """The improper log-uniform prior `p(|w|) ∝ 1 / |w|` of variational dropout.
+
+    Against a Gaussian posterior `N(theta, alpha theta^2)` the KL depends only
+    on `alpha` (Kingma, Salimans & Welling, 2015). It has no closed form; this
+    prior uses the approximation of Molchanov et al. (2017),
+    `KL(alpha) ≈ k1 - k1 sigmoid(k2 + k3 log alpha) + softplus(-log alpha) / 2`
+    with `k1, k2, k3 = 0.63576, 1.87320, 1.48695`, whose constant makes the KL
+    vanish as `alpha -> inf`. `log alpha` is clipped to `[-8, 8]`.
+    The KL decreases in `alpha`: on its own it pushes the noise up, which is
+    what prunes weights.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> prior = tdg.priors.LogUniform()
+    >>> round(float(prior.kl_from_log_alpha(0.0)), 4)
+    0.4312
+    """
+
+    has_analytic_kl = True
+
+    def distribution(self, shape=(), dtype="float32"):
+        raise ValueError(
+            "LogUniform is improper (it does not integrate to 1), so it has no TFP "
+            "distribution; use `log_prob` or `kl_from_log_alpha`."
+        )
+
+    def log_prob(self, weights):
+        """Unnormalised log-density, `-log|w|`."""
+        return -tf.math.log(tf.abs(weights))
+
+    def kl_from_log_alpha(self, log_alpha):
+        """Elementwise `KL(N(theta, alpha theta^2) || LogUniform)` (approximate).
+
+        Args:
+            log_alpha: Tensor of `log alpha`; clipped to `[-8, 8]`.
+
+        Returns:
+            A float32 tensor shaped like `log_alpha`.
+        """
+        log_alpha = tf.clip_by_value(tf.cast(log_alpha, "float32"), *_LOG_ALPHA_RANGE)
+        return (
+            _K1 - _K1 * tf.math.sigmoid(_K2 + _K3 * log_alpha) + 0.5 * tf.math.softplus(-log_alpha)
+        )
+
+    def kl_divergence(self, loc, scale, sample=None):
+        """Sum of the approximate KL with `alpha = scale^2 / loc^2` per weight."""
+        del sample  # the approximation needs no sample
+        log_alpha = 2.0 * tf.math.log(scale) - tf.math.log(tf.square(loc) + 1e-8)
+        return tf.reduce_sum(self.kl_from_log_alpha(log_alpha))
 
 
 def get(identifier, argument="prior"):

@@ -21,7 +21,13 @@ from tfp_deepgen.layers.dense import (
     DenseLocalReparameterization,
     DenseReparameterization,
 )
+from tfp_deepgen.layers.dropout import GaussianDropout, MCDropout
 from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
+from tfp_deepgen.layers.variational_dropout import (
+    Conv2DSparseVariationalDropout,
+    DenseSparseVariationalDropout,
+    DenseVariationalDropout,
+)
 
 __all__ = [
     "StochasticLayer",
@@ -39,5 +45,10 @@ __all__ = [
     "Conv2DFlipout",
     "Conv3DFlipout",
     "Conv2DLocalReparameterization",
+    "MCDropout",
+    "GaussianDropout",
+    "DenseVariationalDropout",
+    "DenseSparseVariationalDropout",
+    "Conv2DSparseVariationalDropout",
     "PosteriorScaleSnapshot",
 ]

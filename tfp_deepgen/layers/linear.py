@@ -104,13 +104,7 @@ class VariationalLinear(VariationalLayer):
 
     def build(self, input_shape):
         kernel_shape = self.kernel_shape(input_shape)
-        self._kernel_posterior = MeanFieldNormal(
-            self,
-            "kernel",
-            kernel_shape,
-            loc_initializer=self.kernel_initializer,
-            scale_init=self.kernel_posterior_scale_init,
-        )
+        self._kernel_posterior = self.make_kernel_posterior(kernel_shape)
         out = kernel_shape[-1]
         self._bias_posterior = None
         self.bias = None
@@ -126,6 +120,16 @@ class VariationalLinear(VariationalLayer):
             self.bias = self.add_weight(
                 name="bias", shape=(out,), initializer=self.bias_initializer
             )
+
+    def make_kernel_posterior(self, kernel_shape):
+        """Creates the kernel's posterior (its variables live on this layer)."""
+        return MeanFieldNormal(
+            self,
+            "kernel",
+            kernel_shape,
+            loc_initializer=self.kernel_initializer,
+            scale_init=self.kernel_posterior_scale_init,
+        )
 
     def posterior_scales(self):
         """`(kernel scale, bias scale or None)`: computed from the variables,
@@ -156,6 +160,9 @@ class VariationalLinear(VariationalLayer):
         q = self._kernel_posterior
         # Never the snapshot here: the KL and the gradients need the variables.
         scale, bias_scale = self._computed_scales()
+        loc, kl_scale = q.loc, scale  # the KL always sees the posterior itself
+        if training is not True:
+            loc, scale = self.inference_kernel(loc, scale)
         sample_for_kl = not self.kernel_prior.has_analytic_kl
         bias_q = self._bias_posterior
         bias_sample_for_kl = bias_q is not None and not self.bias_prior.has_analytic_kl
@@ -178,10 +185,10 @@ class VariationalLinear(VariationalLayer):
         kernel_sample = None
         bias_sample = None
         if not self.sampling_enabled:
-            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+            outputs = self.linear(inputs, tf.cast(loc, dtype))
             bias = self.bias if bias_q is None else tf.cast(bias_q.loc, dtype)
         elif self.estimator == REPARAMETERIZATION:
-            kernel_sample = q.loc + draw_perturbation()
+            kernel_sample = loc + draw_perturbation()
             outputs = self.linear(inputs, tf.cast(kernel_sample, dtype))
             bias = self.bias
             if bias_q is not None:
@@ -189,8 +196,8 @@ class VariationalLinear(VariationalLayer):
                 bias = tf.cast(bias_sample, dtype)
         elif self.estimator == FLIPOUT:
             perturbation = draw_perturbation()
-            kernel_sample = q.loc + perturbation if sample_for_kl else None
-            outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+            kernel_sample = loc + perturbation if sample_for_kl else None
+            outputs = self.linear(inputs, tf.cast(loc, dtype))
             sign_in_shape, sign_out_shape = self.flipout_sign_shapes(inputs, outputs)
             sign_in = random.rademacher(sign_in_shape, seeds[2], dtype)
             sign_out = random.rademacher(sign_out_shape, seeds[3], dtype)
@@ -200,7 +207,7 @@ class VariationalLinear(VariationalLayer):
                 bias_sample = draw_bias()
                 bias = tf.cast(bias_sample, dtype)
         else:  # LOCAL_REPARAMETERIZATION
-            outputs = self._local_reparameterization(inputs, scale, bias_scale, seeds[2])
+            outputs = self._local_reparameterization(inputs, loc, scale, bias_scale, seeds[2])
             bias = None  # included
 
         if bias is not None:
@@ -208,7 +215,7 @@ class VariationalLinear(VariationalLayer):
 
         if sample_for_kl and kernel_sample is None:
             kernel_sample = q.loc + draw_perturbation()
-        kl = self.kernel_prior.kl_divergence(q.loc, scale, sample=kernel_sample)
+        kl = q.kl_divergence(self.kernel_prior, kl_scale, sample=kernel_sample)
         if bias_q is not None:
             if bias_sample_for_kl and bias_sample is None:
                 bias_sample = draw_bias()
@@ -230,15 +237,16 @@ class VariationalLinear(VariationalLayer):
         dtype = self.compute_dtype
         q, bias_q = self._kernel_posterior, self._bias_posterior
         scale, bias_scale = self.posterior_scales()
+        loc, scale = self.inference_kernel(q.loc, scale)
         seeds = tf.random.experimental.stateless_split(self.next_seed(), num=2)
         bias_shape = self.bias_shape_for_broadcast()
         if self.exact_local_sampling(inputs):
-            return self._local_reparameterization(inputs, scale, bias_scale, seeds[0])
+            return self._local_reparameterization(inputs, loc, scale, bias_scale, seeds[0])
 
         num_samples = self.monte_carlo_samples
         copies = tf.reshape(inputs, tf.concat([[num_samples, -1], tf.shape(inputs)[1:]], 0))
         kernel_shape = (num_samples, *q.shape)
-        kernels = q.loc + scale * random.normal(kernel_shape, seeds[0])
+        kernels = loc + scale * random.normal(kernel_shape, seeds[0])
 
         def one_copy(args):
             return self.linear(*args)
@@ -257,13 +265,13 @@ class VariationalLinear(VariationalLayer):
             outputs += tf.reshape(tf.cast(bias, dtype), bias_shape)
         return tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))
 
-    def _local_reparameterization(self, inputs, scale, bias_scale, seed):
+    def _local_reparameterization(self, inputs, loc, scale, bias_scale, seed):
         """Pre-activations (bias included) drawn from `N(x mu + b, x^2 sigma^2 + s_b^2)`."""
         dtype = self.compute_dtype
-        q, bias_q = self._kernel_posterior, self._bias_posterior
+        bias_q = self._bias_posterior
         # Mean path in the compute dtype; variance path in float32, where
         # squared scales (~1e-6) do not underflow as they would in float16.
-        outputs = self.linear(inputs, tf.cast(q.loc, dtype))
+        outputs = self.linear(inputs, tf.cast(loc, dtype))
         variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
         bias = self.bias
         if bias_q is not None:
@@ -278,6 +286,10 @@ class VariationalLinear(VariationalLayer):
     def exact_local_sampling(self, inputs):
         """Whether each example meets the kernel exactly once."""
         return False
+
+    def inference_kernel(self, loc, scale):
+        """The kernel's `(loc, scale)` outside training; sparse layers prune here."""
+        return loc, scale
 
     def get_config(self):
         config = super().get_config()
@@ -344,6 +356,8 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
         for layer in stochastic_layers(model):
             if not isinstance(layer, VariationalLinear):
                 continue
+            if layer._kernel_posterior.scale_depends_on_loc:
+                continue  # its scale moves with the means; computed per call
             copies = []
             for part in ("kernel", "bias"):
                 posterior = getattr(layer, f"_{part}_posterior")
