@@ -269,6 +269,14 @@ class VariationalLinear(VariationalLayer):
         """Pre-activations (bias included) drawn from `N(x mu + b, x^2 sigma^2 + s_b^2)`."""
         dtype = self.compute_dtype
         bias_q = self._bias_posterior
+        # The first layer of a Monte-Carlo pass sees `S` copies of one batch:
+        # every copy has the same mean and variance, so compute them once and
+        # draw the noise for all copies (the same draws as without the shortcut).
+        copies = 1
+        if self.monte_carlo_samples is not None:
+            batch = _tiled_batch(inputs, self.monte_carlo_samples)
+            if batch is not None:
+                inputs, copies = batch, self.monte_carlo_samples
         # Mean path in the compute dtype; variance path in float32, where
         # squared scales (~1e-6) do not underflow as they would in float16.
         outputs = self.linear(inputs, tf.cast(loc, dtype))
@@ -277,6 +285,9 @@ class VariationalLinear(VariationalLayer):
         if bias_q is not None:
             bias = bias_q.loc
             variance += tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
+        if copies > 1:
+            outputs = tf.tile(outputs, [copies, 1])
+            variance = tf.tile(variance, [copies, 1])
         eps = random.normal(tf.shape(variance), seed)
         outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
         if bias is not None:
@@ -304,6 +315,24 @@ class VariationalLinear(VariationalLayer):
             }
         )
         return config
+
+
+def _tiled_batch(inputs, copies):
+    """The batch `x` when the traced `inputs` is `tf.tile(x, [copies, 1])`, else None.
+
+    Looks through identities at the op that made `inputs`; None when executing
+    eagerly (no graph to look at) or for any other producer.
+    """
+    if tf.executing_eagerly() or not hasattr(inputs, "op") or inputs.shape.rank != 2:
+        return None
+    while inputs.op.type == "Identity":
+        inputs = inputs.op.inputs[0]
+    if inputs.op.type != "Tile":
+        return None
+    multiples = tf.get_static_value(inputs.op.inputs[1])
+    if multiples is None or list(multiples) != [copies, 1]:
+        return None
+    return inputs.op.inputs[0]
 
 
 class _Untracked:
@@ -400,16 +429,38 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
         """
         if not self.track_changes:
             raise ValueError("`refresh_if_stale` needs a snapshot made with track_changes=True.")
-        for posterior, copy, source in self._entries.value:
-            current = posterior.untransformed_scale
+        entries = self._entries.value
+        if not entries:
+            return
+        currents = [
+            tf.convert_to_tensor(posterior.untransformed_scale) for posterior, _, _ in entries
+        ]
+        changed = [
+            tf.reduce_any(tf.not_equal(current, source))
+            for current, (_, _, source) in zip(currents, entries, strict=True)
+        ]
 
-            def update(posterior=posterior, copy=copy, source=source, current=current):
-                copy.assign(posterior.scale())
-                source.assign(current)
-                return tf.constant(True)
+        def refresh_changed():
+            for flag, current, (posterior, copy, source) in zip(
+                changed, currents, entries, strict=True
+            ):
 
-            stale = tf.reduce_any(tf.not_equal(tf.convert_to_tensor(current), source))
-            tf.cond(stale, update, lambda: tf.constant(False))
+                def update(posterior=posterior, copy=copy, source=source, current=current):
+                    copy.assign(posterior.scale())
+                    source.assign(current)
+                    return tf.constant(True)
+
+                tf.cond(flag, update, lambda: tf.constant(False))
+            return tf.constant(True)
+
+        # One branch for the common case (nothing changed). An integer index,
+        # not a boolean: XLA turns a boolean conditional whose branches are
+        # elementwise into a select, which computes every softplus and rewrites
+        # every copy on each call.
+        any_changed = tf.reduce_any(tf.stack(changed))
+        tf.switch_case(
+            tf.cast(any_changed, tf.int32), [lambda: tf.constant(False), refresh_changed]
+        )
 
     @contextlib.contextmanager
     def active(self):
