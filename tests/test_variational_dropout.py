@@ -305,3 +305,20 @@ def test_pruned_conv_network_matches_the_mean_network():
 def test_bad_arguments_name_themselves(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+def test_monte_carlo_predictive_sees_the_kept_weights_noise_only():
+    layer = tdg.layers.DenseSparseVariationalDropout(1, seed=5)
+    model = keras.Sequential([keras.Input((3,)), layer, tdg.heads.IndependentNormal(1, scale=1.0)])
+    theta = np.array([[1.0], [-2.0], [0.5]], "float32")
+    log_alpha = np.array([[6.0], [-2.0], [-1.0]], "float32")  # the first weight is dropped
+    q = layer._kernel_posterior
+    q.loc.assign(theta)
+    q.log_variance.assign(log_alpha + np.log(theta**2))
+    x = np.array([[2.0, 1.0, -1.0]], "float32")
+    out = tdg.predictive.predict(model, x, num_samples=4000, outputs=["mean", "epistemic_variance"])
+    kept = np.array([0.0, 1.0, 1.0])
+    expected_mean = float((x[0] * kept) @ theta[:, 0])
+    expected_var = float((x[0] ** 2 * kept) @ np.exp(q.log_variance.numpy()[:, 0]))
+    assert abs(float(out["mean"][0, 0]) - expected_mean) < 5 * np.sqrt(expected_var / 4000)
+    np.testing.assert_allclose(out["epistemic_variance"][0, 0], expected_var, rtol=0.1)

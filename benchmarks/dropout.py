@@ -1,0 +1,239 @@
+"""Training-step and inference time of the dropout-as-VI layers against plain Keras.
+
+Run from the repository root (2 idle CPU cores: about 2 minutes, most of it XLA
+compilation; ``--quick``: about 1):
+
+    python benchmarks/dropout.py            # training and inference sections
+    python benchmarks/dropout.py --quick    # fewer steps, for a smoke test
+    python benchmarks/dropout.py --xla-only # skip the graph-mode (no XLA) contenders
+
+Conventions follow ``benchmarks/layers.py``: every training contender runs one
+``tf.function`` holding a ``GradientTape`` forward/backward pass (softmax cross-entropy
+plus ``sum(model.losses)``, the KL terms) and one Adam update (``optimizer.apply``), on
+the same synthetic batch (fixed numpy seed). ``xla`` = ``tf.function(jit_compile=True)``,
+``graph`` = without XLA. Contenders are timed in interleaved rounds (round-robin), each
+call synchronised by reading its scalar result; tables report the median wall time, the
+per-contender list also the interquartile range and the median process CPU time.
+
+Training: LeNet-300-100 (784-300-100-10, ReLU), batch 100, ``kl_weight = 1/60000``.
+
+- ``keras``: plain ``keras.layers.Dense``.
+- ``keras-dropout`` / ``mc-dropout``: ``keras.layers.Dropout(0.2)`` /
+  ``tdg.layers.MCDropout(0.2)`` after each hidden layer (``training=True``).
+- ``keras-gaussian`` / ``gaussian``: the same with ``keras.layers.GaussianDropout(0.2)`` /
+  ``tdg.layers.GaussianDropout(0.2)``.
+- ``vd`` / ``svd`` / ``lrt``: every Dense replaced by ``DenseVariationalDropout`` /
+  ``DenseSparseVariationalDropout`` / ``DenseLocalReparameterization`` (the generic
+  local-reparameterization layer: sparse VD does the same two matmuls).
+
+Inference: batch 1000 forward pass, ``training=False``:
+
+- ``svd-mean``: the ``svd`` network with ~95% of its weights set to ``log alpha > 3``
+  (pruned by the threshold), under ``tdg.layers.sampling_mode(model, "mean")``.
+- ``pruned``: ``tdg.pruning.prune`` of that network: plain ``Dense`` with zeroed weights.
+- ``keras``: the plain network.
+
+No targets: the ratios are printed as measurements.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_deepgen as tdg  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+
+BATCH, INFER_BATCH = 100, 1000
+KL = {"kl_weight": 1.0 / 60_000}
+RATE = 0.2
+SPARSITY = 0.95  # fraction of svd weights pushed above the threshold for inference
+TRAIN = ("keras", "keras-dropout", "mc-dropout", "keras-gaussian", "gaussian", "vd", "svd")
+TRAIN += ("lrt",)
+DENSE = {
+    "vd": tdg.layers.DenseVariationalDropout,
+    "svd": tdg.layers.DenseSparseVariationalDropout,
+    "lrt": tdg.layers.DenseLocalReparameterization,
+}
+DROPOUT = {
+    "keras-dropout": keras.layers.Dropout,
+    "mc-dropout": tdg.layers.MCDropout,
+    "keras-gaussian": keras.layers.GaussianDropout,
+    "gaussian": tdg.layers.GaussianDropout,
+}
+TRAIN_RATIOS = (
+    ("mc-dropout", "keras-dropout"),
+    ("gaussian", "keras-gaussian"),
+    ("svd", "keras"),
+    ("svd", "lrt"),
+    ("vd", "keras"),
+)
+INFER_RATIOS = (("svd-mean", "keras"), ("pruned", "keras"), ("svd-mean", "pruned"))
+
+
+def build_model(kind, seed=1):
+    """LeNet-300-100 for a contender `kind`."""
+    if kind in DENSE:
+        dense = lambda units, **kw: DENSE[kind](units, seed=seed, **KL, **kw)  # noqa: E731
+    else:
+        dense = keras.layers.Dense
+    layers = [keras.Input((784,))]
+    for units in (300, 100):
+        layers.append(dense(units, activation="relu"))
+        if kind in DROPOUT:
+            layers.append(DROPOUT[kind](RATE, seed=seed))
+    layers.append(dense(10))
+    return keras.Sequential(layers)
+
+
+def make_step(model, jit_compile):
+    """One training step: forward, loss + KL, backward, Adam update."""
+    optimizer = keras.optimizers.Adam(1e-3)
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=jit_compile, autograph=False)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            )
+            if model.losses:
+                loss += tf.add_n(model.losses)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def make_forward(model, jit_compile):
+    # reduce_sum gives a scalar to synchronise on and costs little next to the matmuls.
+    return tf.function(lambda x: tf.reduce_sum(model(x, training=False)), jit_compile=jit_compile)
+
+
+class Contender:
+    """One timed function; keeps per-call wall-clock and process CPU times."""
+
+    def __init__(self, label, fn, args):
+        self.label, self.fn, self.args = label, fn, args
+        self.wall, self.cpu = [], []
+
+    def call(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        float(self.fn(*self.args))  # reading the result waits for the step
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+
+    @property
+    def ms(self):
+        return 1e3 * statistics.median(self.wall) if self.wall else float("nan")
+
+    def describe(self):
+        q1, q3 = 1e3 * np.percentile(self.wall, [25, 75])
+        cpu = 1e3 * statistics.median(self.cpu)
+        return (
+            f"  {self.label:<24}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]"
+            f"  cpu {cpu:8.3f} ms  n={len(self.wall)}"
+        )
+
+
+def run_contenders(contenders, args):
+    """Warms every contender up, then times them round-robin."""
+    for c in contenders:
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            float(c.fn(*c.args))
+        print(f"  {c.label:<24} warm in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    for _ in range(args.rounds):
+        for c in contenders:
+            start = time.perf_counter()
+            for i in range(args.steps):
+                if i >= 2 and time.perf_counter() - start > args.budget:
+                    break
+                c.call()
+
+
+def report(title, contenders, ratios, modes):
+    print(f"\n== {title}: median ms/step (IQR, process CPU time) ==")
+    for c in contenders.values():
+        print(c.describe())
+    print("-- ratios of medians --")
+    print(f"  {'ratio':<28}" + "".join(f"{m:>8}" for m in modes))
+    for a, b in ratios:
+        cells = []
+        for mode in modes:
+            ca, cb = contenders.get((a, mode)), contenders.get((b, mode))
+            cells.append(f"{ca.ms / cb.ms:8.2f}" if ca and cb else f"{'-':>8}")
+        print(f"  {a + '/' + b:<28}" + "".join(cells))
+
+
+def sparsify(model, rng):
+    """Pushes ~SPARSITY of every sparse layer's weights to log alpha ~ 5 (> threshold 3)."""
+    for layer in tdg.pruning.sparse_layers(model):
+        q = layer._kernel_posterior
+        loc = q.loc.numpy()
+        drop = rng.random(loc.shape) < SPARSITY
+        log_var = np.where(drop, np.log(np.square(loc) + 1e-8) + 5.0, q.log_variance.numpy())
+        q.log_variance.assign(log_var.astype("float32"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    parser.add_argument("--xla-only", action="store_true", help="skip graph-mode contenders")
+    args = parser.parse_args(argv)
+    args.warmup, args.steps, args.rounds = (2, 5, 3) if args.quick else (5, 20, 8)
+    args.budget = 0.2 if args.quick else 0.5
+    modes = ("xla",) if args.xla_only else ("xla", "graph")
+    print(
+        f"tf {tf.__version__}, keras {keras.__version__}, tfp_deepgen {tdg.__version__}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; warm-up "
+        f"{args.warmup} steps, then {args.rounds} round-robin rounds of <= {args.steps} "
+        f"steps (<= {args.budget:.1f} s) per contender"
+    )
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((BATCH, 784)).astype("float32"))
+    y = tf.constant(rng.integers(0, 10, BATCH).astype("int32"))
+
+    train = {}
+    for kind in TRAIN:
+        for mode in modes:
+            step = make_step(build_model(kind), mode == "xla")
+            train[kind, mode] = Contender(f"{kind} ({mode})", step, (x, y))
+    print(f"\n[train] tracing and warming up {len(train)} contenders ...", file=sys.stderr)
+    run_contenders(list(train.values()), args)
+    report("Training LeNet-300-100, batch 100", train, TRAIN_RATIOS, modes)
+
+    x_inf = tf.constant(rng.standard_normal((INFER_BATCH, 784)).astype("float32"))
+    svd, plain = build_model("svd"), build_model("keras")
+    sparsify(svd, rng)
+    pruned = tdg.pruning.prune(svd)
+    infer = {}
+    with tdg.layers.sampling_mode(svd, "mean"):  # the mode is fixed when traced
+        for mode in modes:
+            for name, model in (("svd-mean", svd), ("pruned", pruned), ("keras", plain)):
+                fwd = make_forward(model, mode == "xla")
+                infer[name, mode] = Contender(f"{name} ({mode})", fwd, (x_inf,))
+        diff = float(tf.reduce_max(tf.abs(svd(x_inf, training=False) - pruned(x_inf))))
+        print(f"\n[infer] tracing and warming up {len(infer)} contenders ...", file=sys.stderr)
+        run_contenders(list(infer.values()), args)
+    report("Inference forward pass, batch 1000", infer, INFER_RATIOS, modes)
+    print(
+        f"  svd sparsity {[round(la.sparsity(), 3) for la in tdg.pruning.sparse_layers(svd)]}, "
+        f"compression ratio {tdg.pruning.compression_ratio(svd):.1f}, "
+        f"max |svd-mean - pruned| = {diff:.1e}; the pruned kernels are dense matrices "
+        "holding zeros"
+    )
+
+
+if __name__ == "__main__":
+    main()
