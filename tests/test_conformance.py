@@ -68,4 +68,29 @@ DROPOUT_CASES = [
     ),
 ]
 
-TestLayerConformance = battery(CASES + DROPOUT_CASES)
+IBP_CASES = [
+    # Gates open with probability 0.5, so two seeds' gate patterns surely differ.
+    LayerCase(layers.IBPGate, {"initial_probability": 0.5}, (6,), served_tolerance=20.0),
+    LayerCase(
+        layers.IBPGate,
+        {"initial_probability": 0.5},
+        (5, 5, 4),
+        id="IBPGate-over-channels",
+        served_tolerance=20.0,
+    ),
+    LayerCase(
+        layers.IBPDense,
+        {"units": 6, "activation": "relu", "initial_probability": 0.5},
+        (5,),
+        served_tolerance=20.0,
+    ),
+    LayerCase(
+        layers.IBPDense,
+        {"units": 6, "kernel_prior": priors.Normal(0.0, 1.0), "initial_probability": 0.5},
+        (5,),
+        id="IBPDense-variational-weights",
+        served_tolerance=20.0,
+    ),
+]
+
+TestLayerConformance = battery(CASES + DROPOUT_CASES + IBP_CASES)

@@ -26,6 +26,7 @@ from tfp_deepgen import (  # noqa: E402
     priors,
     pruning,
     random,
+    stick_breaking,
 )
 
 __version__ = "0.1.0"
@@ -43,5 +44,6 @@ __all__ = [
     "priors",
     "pruning",
     "random",
+    "stick_breaking",
     "__version__",
 ]

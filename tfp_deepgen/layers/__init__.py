@@ -22,6 +22,7 @@ from tfp_deepgen.layers.dense import (
     DenseReparameterization,
 )
 from tfp_deepgen.layers.dropout import GaussianDropout, MCDropout
+from tfp_deepgen.layers.ibp import IBPDense, IBPGate
 from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
 from tfp_deepgen.layers.variational_dropout import (
     Conv2DSparseVariationalDropout,
@@ -50,5 +51,7 @@ __all__ = [
     "DenseVariationalDropout",
     "DenseSparseVariationalDropout",
     "Conv2DSparseVariationalDropout",
+    "IBPGate",
+    "IBPDense",
     "PosteriorScaleSnapshot",
 ]

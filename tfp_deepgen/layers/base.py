@@ -14,7 +14,6 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen import priors as priors_lib
 
 __all__ = [
     "StochasticLayer",
@@ -124,35 +123,21 @@ class StochasticLayer(keras.layers.Layer):
 
 
 class VariationalLayer(StochasticLayer):
-    """Base of layers whose weights have a posterior and a prior.
+    """Base of layers that add a KL term to the loss.
 
     Each call adds `kl_weight * KL(q || p)` with `add_loss` and, unless called
     with `training=False`, records the unweighted KL, readable as
     `layer.last_kl`.
 
     Args:
-        kernel_prior: A `tfp_deepgen.priors.Prior` for the kernel.
-        bias_prior: A prior for the bias, or None for a point-estimated bias.
         kl_weight: Multiplier of the KL term, >= 0. Set it to
             `1 / num_training_examples` so the training loss is the negative
             ELBO per example.
         sampling, seed: See `StochasticLayer`.
     """
 
-    def __init__(
-        self,
-        kernel_prior=None,
-        bias_prior=None,
-        kl_weight=1.0,
-        sampling="sample",
-        seed=None,
-        **kwargs,
-    ):
+    def __init__(self, kl_weight=1.0, sampling="sample", seed=None, **kwargs):
         super().__init__(sampling=sampling, seed=seed, **kwargs)
-        if kernel_prior is None:
-            kernel_prior = priors_lib.Normal(0.0, 1.0)
-        self.kernel_prior = priors_lib.get(kernel_prior, "kernel_prior")
-        self.bias_prior = priors_lib.get(bias_prior, "bias_prior")
         self.kl_weight = _validation.non_negative_float("kl_weight", kl_weight)
         self._kl_tracker = _LastValue(name="kl")
 
@@ -177,13 +162,7 @@ class VariationalLayer(StochasticLayer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "kernel_prior": keras.saving.serialize_keras_object(self.kernel_prior),
-                "bias_prior": keras.saving.serialize_keras_object(self.bias_prior),
-                "kl_weight": self.kl_weight,
-            }
-        )
+        config["kl_weight"] = self.kl_weight
         return config
 
 

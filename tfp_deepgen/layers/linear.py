@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation, random
+from tfp_deepgen import priors as priors_lib
 from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
 from tfp_deepgen.posteriors import MeanFieldNormal
 
@@ -55,14 +56,11 @@ class VariationalLinear(VariationalLayer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(
-            kernel_prior=kernel_prior,
-            bias_prior=bias_prior,
-            kl_weight=kl_weight,
-            sampling=sampling,
-            seed=seed,
-            **kwargs,
-        )
+        super().__init__(kl_weight=kl_weight, sampling=sampling, seed=seed, **kwargs)
+        if kernel_prior is None:
+            kernel_prior = priors_lib.Normal(0.0, 1.0)
+        self.kernel_prior = priors_lib.get(kernel_prior, "kernel_prior")
+        self.bias_prior = priors_lib.get(bias_prior, "bias_prior")
         self.activation = keras.activations.get(activation)
         if not isinstance(use_bias, bool):
             raise ValueError(f"`use_bias` must be True or False. Received: use_bias={use_bias!r}")
@@ -312,6 +310,8 @@ class VariationalLinear(VariationalLayer):
                 "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "kernel_posterior_scale_init": self.kernel_posterior_scale_init,
                 "bias_posterior_scale_init": self.bias_posterior_scale_init,
+                "kernel_prior": keras.saving.serialize_keras_object(self.kernel_prior),
+                "bias_prior": keras.saving.serialize_keras_object(self.bias_prior),
             }
         )
         return config

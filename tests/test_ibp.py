@@ -1,0 +1,156 @@
+"""IBP gates: stick-breaking pieces against references, gate behaviour."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_probability as tfp
+from scipy import integrate, stats
+
+import tfp_deepgen as tdg
+from tfp_deepgen import stick_breaking
+
+N = 400_000
+
+
+def _kumaraswamy_log_pdf(v, a, b):
+    return np.log(a) + np.log(b) + (a - 1) * np.log(v) + (b - 1) * np.log1p(-(v**a))
+
+
+def _log_v(a, b, n=N, seed=0):
+    uniform = np.random.default_rng(seed).uniform(1e-7, 1 - 1e-7, size=n).astype("float32")
+    return stick_breaking.kumaraswamy_log_sample(
+        tf.constant(a, "float32"), tf.constant(b, "float32"), tf.constant(uniform)
+    ).numpy()
+
+
+@pytest.mark.parametrize("a, b", [(2.0, 1.5), (0.7, 4.0), (5.0, 0.5)])
+def test_kumaraswamy_sampler_matches_its_cdf(a, b):
+    v = np.exp(_log_v(a, b, n=20_000).astype("float64"))
+    result = stats.kstest(v, lambda x: 1.0 - (1.0 - x**a) ** b)
+    assert result.pvalue > 1e-3
+
+
+@pytest.mark.parametrize("a, b, alpha", [(2.0, 1.5, 3.0), (0.7, 4.0, 5.0), (3.0, 2.0, 1.0)])
+def test_kumaraswamy_beta_kl_agrees_with_monte_carlo(a, b, alpha):
+    log_v = _log_v(a, b).astype("float64")
+    v = np.exp(log_v)
+    terms = _kumaraswamy_log_pdf(v, a, b) - stats.beta(alpha, 1).logpdf(v)
+    estimate, error = terms.mean(), terms.std() / np.sqrt(len(terms))
+    exact = float(stick_breaking.kumaraswamy_beta_kl(a, b, alpha))
+    assert abs(exact - estimate) < 5 * error + 1e-4, (exact, estimate, error)
+
+
+def test_kumaraswamy_beta_kl_is_zero_at_the_prior():
+    # Kumaraswamy(alpha, 1) is Beta(alpha, 1).
+    kl = stick_breaking.kumaraswamy_beta_kl([0.5, 2.0, 7.0], [1.0, 1.0, 1.0], 2.0).numpy()
+    assert kl[1] == pytest.approx(0.0, abs=1e-6)
+    assert kl[0] > 0 and kl[2] > 0
+
+
+def test_stick_probabilities_are_non_increasing():
+    log_v = tf.math.log(tf.random.stateless_uniform((100, 30), seed=[1, 2], minval=0.01))
+    pi = stick_breaking.stick_probabilities(log_v).numpy()
+    assert np.all(np.diff(pi, axis=-1) <= 0)
+    np.testing.assert_allclose(pi, np.cumprod(np.exp(log_v.numpy()), axis=-1), rtol=1e-5)
+
+
+def test_bernoulli_kl_matches_tfp():
+    q = tf.constant([0.1, 0.5, 0.97])
+    p = tf.constant([0.3, 0.5, 0.2])
+    expected = tfp.distributions.kl_divergence(
+        tfp.distributions.Bernoulli(probs=q), tfp.distributions.Bernoulli(probs=p)
+    )
+    np.testing.assert_allclose(stick_breaking.bernoulli_kl(q, p), expected, rtol=1e-5)
+
+
+def test_gates_are_near_binary_at_low_temperature():
+    uniform = tf.random.stateless_uniform((N,), seed=[3, 4], minval=1e-6, maxval=1 - 1e-6)
+    logits = tf.fill((N,), float(np.log(0.7 / 0.3)))
+    cold = stick_breaking.binary_concrete(logits, 0.001, uniform).numpy()
+    warm = stick_breaking.binary_concrete(logits, 1.0, uniform).numpy()
+    assert np.mean((cold > 0.01) & (cold < 0.99)) < 0.01
+    assert np.mean((warm > 0.01) & (warm < 0.99)) > 0.5
+    assert abs((cold > 0.5).mean() - 0.7) < 5 * np.sqrt(0.21 / N)
+
+
+def test_gate_kl_equals_its_expectation_by_numerical_integration():
+    """One unit: KL = KL_v (analytic) + E_v[KL(Bern(p) || Bern(v))] (Monte Carlo in the layer)."""
+    gate = tdg.layers.IBPGate(alpha=2.0, initial_probability=0.8, seed=0)
+    gate.build((None, 1))
+    gate.untransformed_a.assign([0.7])
+    gate.untransformed_b.assign([1.2])
+    a, b = (float(t[0]) for t in gate.kumaraswamy_parameters())
+    p = 0.8
+
+    def integrand(v):
+        kl = p * np.log(p / v) + (1 - p) * np.log((1 - p) / (1 - v))
+        return kl * np.exp(_kumaraswamy_log_pdf(v, a, b))
+
+    expected_kl_z, _ = integrate.quad(integrand, 1e-12, 1 - 1e-12, limit=200)
+    kl_v = float(stick_breaking.kumaraswamy_beta_kl(a, b, 2.0))
+    draws = np.array([float(gate.kl_divergence(tf.constant([0, s]))) for s in range(4000)])
+    standard_error = draws.std() / np.sqrt(len(draws))
+    assert abs(draws.mean() - (kl_v + expected_kl_z)) < 5 * standard_error
+
+
+def test_hard_gates_outside_training():
+    gate = tdg.layers.IBPGate(threshold=0.5, seed=0)
+    gate.build((None, 4))
+    gate.gate_logits.assign([3.0, -3.0, 0.2, -0.2])
+    x = np.ones((1000, 4), "float32")
+    assert gate.active_units() == 2
+    np.testing.assert_array_equal(gate.active_mask(), [True, False, True, False])
+    with tdg.layers.sampling_mode(gate, "mean"):
+        np.testing.assert_array_equal(gate(x)[0], [1.0, 0.0, 1.0, 0.0])
+    sampled = gate(x).numpy()  # Bernoulli(p_k) per example
+    assert set(np.unique(sampled)) <= {0.0, 1.0}
+    np.testing.assert_allclose(sampled.mean(0), tf.sigmoid(gate.gate_logits), atol=0.06)
+
+
+def test_conv_gate_switches_whole_channels():
+    gate = tdg.layers.IBPGate(initial_probability=0.5, seed=1)
+    y = gate(np.ones((8, 5, 5, 6), "float32"), training=True).numpy()
+    # One relaxed gate per example and channel, the same at every position.
+    np.testing.assert_array_equal(y, np.broadcast_to(y[:, :1, :1, :], y.shape))
+    assert len(np.unique(y)) > 2
+
+
+def test_ibp_dense_outputs_zero_for_switched_off_units():
+    layer = tdg.layers.IBPDense(3, activation="sigmoid", seed=0)
+    layer.build((None, 2))
+    layer.gate_logits.assign([4.0, -4.0, 4.0])
+    with tdg.layers.sampling_mode(layer, "mean"):
+        y = layer(np.ones((2, 2), "float32")).numpy()
+    assert np.all(y[:, 1] == 0) and np.all(y[:, [0, 2]] > 0)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: tdg.layers.IBPGate(alpha=0.0), "alpha"),
+        (lambda: tdg.layers.IBPGate(temperature=-1.0), "temperature"),
+        (lambda: tdg.layers.IBPGate(initial_probability=1.0), "initial_probability"),
+        (lambda: tdg.layers.IBPDense(0), "units"),
+        (lambda: tdg.layers.IBPDense(3, kernel_prior="normal"), "kernel_prior"),
+    ],
+)
+def test_bad_arguments_name_themselves(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_kl_pushes_unneeded_gates_towards_the_prior():
+    """With no data term the KL alone closes late units first (IBP ordering)."""
+    keras.utils.set_random_seed(0)
+    gate = tdg.layers.IBPGate(alpha=2.0, initial_probability=0.9, seed=0)
+    gate.build((None, 10))
+    optimizer = keras.optimizers.Adam(0.05)
+    for _ in range(300):
+        with tf.GradientTape() as tape:
+            gate(tf.ones((1, 10)), training=True)
+            loss = tf.add_n(gate.losses)
+        optimizer.apply(tape.gradient(loss, gate.trainable_variables), gate.trainable_variables)
+    p = gate.unit_probabilities()
+    assert p[0] > p[-1]
+    assert gate.active_units() < 10
