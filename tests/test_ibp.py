@@ -154,3 +154,64 @@ def test_kl_pushes_unneeded_gates_towards_the_prior():
     p = gate.unit_probabilities()
     assert p[0] > p[-1]
     assert gate.active_units() < 10
+
+
+def _close_some_gates(model, seed=0):
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if isinstance(layer, tdg.layers.IBPGate):
+            logits = np.where(rng.rand(layer.units) < 0.5, -4.0, 4.0).astype("float32")
+            logits[0] = 4.0  # keep at least one unit
+            layer.gate_logits.assign(logits)
+
+
+def test_shrunk_network_predicts_like_the_gated_one():
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(6, 3, activation="relu"),
+            tdg.layers.IBPGate(seed=0),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Flatten(),
+            tdg.layers.IBPDense(10, activation="tanh", seed=1),
+            tdg.layers.IBPDense(7, activation="relu", kernel_prior=tdg.priors.Normal(), seed=2),
+            keras.layers.Dense(2),
+            tdg.heads.IndependentNormal(1),
+        ]
+    )
+    _close_some_gates(model)
+    widths = tdg.structure.active_widths(model)
+    small = tdg.structure.shrink(model)
+    assert [type(layer).__name__ for layer in small.layers] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+        "Dense",
+        "IndependentNormal",
+    ]
+    assert small.layers[0].filters == widths[model.layers[1].name]
+    assert small.layers[3].units == widths[model.layers[4].name]
+    assert small.layers[4].units == widths[model.layers[5].name]
+    assert small.count_params() < model.count_params()
+    x = np.random.RandomState(0).randn(5, 8, 8, 2).astype("float32")
+    with tdg.layers.sampling_mode(model, "mean"):
+        np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_shrink_rejects_what_it_cannot_carry():
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            tdg.layers.IBPDense(5),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dense(1),
+        ]
+    )
+    with pytest.raises(ValueError, match="BatchNormalization"):
+        tdg.structure.shrink(model)
+    gate_first = keras.Sequential([keras.Input((4,)), tdg.layers.IBPGate()])
+    with pytest.raises(ValueError, match="IBPGate right after"):
+        tdg.structure.shrink(gate_first)

@@ -27,6 +27,7 @@ from tfp_deepgen import (  # noqa: E402
     pruning,
     random,
     stick_breaking,
+    structure,
 )
 
 __version__ = "0.1.0"
@@ -45,5 +46,6 @@ __all__ = [
     "pruning",
     "random",
     "stick_breaking",
+    "structure",
     "__version__",
 ]
