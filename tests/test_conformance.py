@@ -93,4 +93,10 @@ IBP_CASES = [
     ),
 ]
 
-TestLayerConformance = battery(CASES + DROPOUT_CASES + IBP_CASES)
+HORSESHOE_CASES = [
+    LayerCase(
+        layers.DenseHorseshoe, {"units": 4, "activation": "tanh"}, (5,), served_tolerance=5.0
+    ),
+]
+
+TestLayerConformance = battery(CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES)

@@ -22,6 +22,7 @@ from tfp_deepgen.layers.dense import (
     DenseReparameterization,
 )
 from tfp_deepgen.layers.dropout import GaussianDropout, MCDropout
+from tfp_deepgen.layers.horseshoe import DenseHorseshoe
 from tfp_deepgen.layers.ibp import IBPDense, IBPGate
 from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
 from tfp_deepgen.layers.variational_dropout import (
@@ -53,5 +54,6 @@ __all__ = [
     "Conv2DSparseVariationalDropout",
     "IBPGate",
     "IBPDense",
+    "DenseHorseshoe",
     "PosteriorScaleSnapshot",
 ]
