@@ -215,3 +215,24 @@ def test_shrink_rejects_what_it_cannot_carry():
     gate_first = keras.Sequential([keras.Input((4,)), tdg.layers.IBPGate()])
     with pytest.raises(ValueError, match="IBPGate right after"):
         tdg.structure.shrink(gate_first)
+
+
+def test_active_units_monitor_logs_every_gated_layer():
+    model = keras.Sequential(
+        [
+            keras.Input((3,)),
+            tdg.layers.IBPDense(4, name="first", seed=0),
+            keras.layers.Dense(5),
+            tdg.layers.IBPGate(name="second", seed=1),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.layers[0].gate_logits.assign([4.0, -4.0, 4.0, -4.0])
+    model.layers[2].gate_logits.assign([4.0, 4.0, 4.0, -4.0, 4.0])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    history = model.fit(
+        np.ones((8, 3)), np.ones((8, 1)), verbose=0, callbacks=[tdg.callbacks.ActiveUnitsMonitor()]
+    )
+    assert history.history["active_units_first"] == [2]
+    assert history.history["active_units_second"] == [4]
+    assert history.history["active_units"] == [6]

@@ -15,9 +15,10 @@ import keras
 import numpy as np
 
 from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
+from tfp_deepgen.layers.ibp import IBPGate
 from tfp_deepgen.pruning import sparse_layers
 
-__all__ = ["KLDivergenceLogger", "SparsityMonitor"]
+__all__ = ["KLDivergenceLogger", "SparsityMonitor", "ActiveUnitsMonitor"]
 
 
 class KLDivergenceLogger(keras.callbacks.Callback):
@@ -108,3 +109,43 @@ class SparsityMonitor(keras.callbacks.Callback):
         if total:
             logs["sparsity"] = dropped / total
             logs["compression"] = total / max(total - dropped, 1)
+
+
+class ActiveUnitsMonitor(keras.callbacks.Callback):
+    """Logs the learned width of every IBP-gated layer at the end of each epoch.
+
+    Adds `active_units_<layer name>` (units with gate probability above the
+    threshold) for every `IBPGate` / `IBPDense` in the model, and
+    `active_units` (their total) to the `fit` logs.
+
+    Args:
+        threshold: Gate probability above which a unit counts as active;
+            defaults to each layer's own `threshold`.
+
+    Example:
+
+    >>> import numpy as np, keras, tfp_deepgen as tdg
+    >>> model = keras.Sequential([
+    ...     keras.Input((3,)), tdg.layers.IBPDense(4, name="hidden"), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> history = model.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0,
+    ...                     callbacks=[tdg.callbacks.ActiveUnitsMonitor()])
+    >>> history.history["active_units_hidden"]
+    [4]
+    """
+
+    def __init__(self, threshold=None):
+        super().__init__()
+        self.threshold = threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        gates = [layer for layer in stochastic_layers(self.model) if isinstance(layer, IBPGate)]
+        total = 0
+        for gate in gates:
+            width = gate.active_units(self.threshold)
+            logs[f"active_units_{gate.name}"] = width
+            total += width
+        if gates:
+            logs["active_units"] = total
