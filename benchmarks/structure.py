@@ -1,0 +1,229 @@
+"""Training-step and inference time of the structure-learning layers against plain Keras.
+
+Run from the repository root (2 shared CPU cores: about 60 s, much of it XLA
+compilation; ``--quick``: about 50 s):
+
+    python benchmarks/structure.py            # training and inference sections
+    python benchmarks/structure.py --quick    # fewer steps, for a smoke test
+    python benchmarks/structure.py --xla-only # skip the graph-mode (no XLA) contenders
+
+Conventions (training step, ``xla``/``graph`` modes, round-robin timing, median ms with
+IQR and process CPU time) follow ``benchmarks/dropout.py``, whose helpers are copied here.
+
+Training: ReLU MLPs 64-100-50-10 at batch 64 (the digits example, ``kl_weight = 1/1797``)
+and 784-300-100-10 (LeNet-300-100) at batch 100 (``kl_weight = 1/60000``). The hidden
+layers differ; the output layer is a plain ``keras.layers.Dense`` everywhere.
+
+- ``keras``: plain ``keras.layers.Dense``.
+- ``ibp``: ``tdg.layers.IBPDense`` (point-estimated weights, Concrete-relaxed gates).
+- ``ibp-vi``: ``kernel_prior=tdg.priors.Normal(0.0, 1.0)`` (local reparameterization).
+- ``lrt``: ``tdg.layers.DenseLocalReparameterization``: ``ibp-vi`` without the gate.
+- ``gate``: ``keras.layers.Dense`` followed by ``tdg.layers.IBPGate(kl_weight=...)``.
+- ``horseshoe``: ``tdg.layers.DenseHorseshoe``.
+
+Inference: batch 1000 forward pass, ``training=False``, both shapes:
+
+- ``ibp-mean``: the ``ibp`` network with 80% of its gates closed (``gate_logits`` -4,
+  the rest +4), under ``tdg.layers.sampling_mode(model, "mean")``.
+- ``shrunk``: ``tdg.structure.shrink`` of that network: plain ``Dense`` layers ~5x narrower.
+- ``keras``: the plain network at full width.
+
+No targets: the ratios are printed as measurements. Unlike pruned zeros, removed units
+shrink the matmuls, so ``shrunk`` should beat ``keras``.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_deepgen as tdg  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")
+
+# name: (sizes, training batch, kl_weight)
+SHAPES = {
+    "digits 64-100-50-10": ((64, 100, 50, 10), 64, 1.0 / 1797),
+    "LeNet-300-100": ((784, 300, 100, 10), 100, 1.0 / 60_000),
+}
+INFER_BATCH = 1000
+CLOSED = 0.8  # fraction of gates closed for inference
+TRAIN = ("keras", "ibp", "ibp-vi", "lrt", "gate", "horseshoe")
+TRAIN_RATIOS = (("ibp", "keras"), ("ibp-vi", "lrt"), ("ibp-vi", "keras"), ("gate", "keras"))
+TRAIN_RATIOS += (("horseshoe", "keras"), ("horseshoe", "lrt"))
+INFER_RATIOS = (("ibp-mean", "keras"), ("shrunk", "keras"), ("ibp-mean", "shrunk"))
+
+
+def hidden(kind, units, kl, seed):
+    """The layers standing for one hidden ReLU layer of contender `kind`."""
+    kw = {"activation": "relu", "kl_weight": kl, "seed": seed}
+    vi = {"kernel_prior": tdg.priors.Normal(0.0, 1.0)}
+    return {
+        "keras": lambda: [keras.layers.Dense(units, activation="relu")],
+        "ibp": lambda: [tdg.layers.IBPDense(units, **kw)],
+        "ibp-vi": lambda: [tdg.layers.IBPDense(units, **vi, **kw)],
+        "lrt": lambda: [tdg.layers.DenseLocalReparameterization(units, **kw)],
+        "gate": lambda: [
+            keras.layers.Dense(units, activation="relu"),
+            tdg.layers.IBPGate(kl_weight=kl, seed=seed),
+        ],
+        "horseshoe": lambda: [tdg.layers.DenseHorseshoe(units, **kw)],
+    }[kind]()
+
+
+def build_model(kind, sizes, kl, seed=1):
+    """The MLP `sizes` (input, hidden..., output) for a contender `kind`."""
+    layers = [keras.Input((sizes[0],))]
+    for units in sizes[1:-1]:
+        layers += hidden(kind, units, kl, seed)
+    layers.append(keras.layers.Dense(sizes[-1]))
+    return keras.Sequential(layers)
+
+
+def make_step(model, jit_compile):
+    """One training step: forward, loss + KL, backward, Adam update."""
+    optimizer = keras.optimizers.Adam(1e-3)
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=jit_compile, autograph=False)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            )
+            if model.losses:
+                loss += tf.add_n(model.losses)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def make_forward(model, jit_compile):
+    # reduce_sum gives a scalar to synchronise on and costs little next to the matmuls.
+    return tf.function(lambda x: tf.reduce_sum(model(x, training=False)), jit_compile=jit_compile)
+
+
+class Contender:
+    """One timed function; keeps per-call wall-clock and process CPU times."""
+
+    def __init__(self, label, fn, args):
+        self.label, self.fn, self.args = label, fn, args
+        self.wall, self.cpu = [], []
+
+    def call(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        float(self.fn(*self.args))  # reading the result waits for the step
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+
+    @property
+    def ms(self):
+        return 1e3 * statistics.median(self.wall) if self.wall else float("nan")
+
+    def describe(self):
+        q1, q3 = 1e3 * np.percentile(self.wall, [25, 75])
+        cpu = 1e3 * statistics.median(self.cpu)
+        return (
+            f"  {self.label:<24}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]"
+            f"  cpu {cpu:8.3f} ms  n={len(self.wall)}"
+        )
+
+
+def run_contenders(contenders, args):
+    """Warms every contender up, then times them round-robin."""
+    for c in contenders:
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            float(c.fn(*c.args))
+        print(f"  {c.label:<24} warm in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    for _ in range(args.rounds):
+        for c in contenders:
+            start = time.perf_counter()
+            for i in range(args.steps):
+                if i >= 2 and time.perf_counter() - start > args.budget:
+                    break
+                c.call()
+
+
+def report(title, contenders, ratios, modes):
+    print(f"\n== {title}: median ms/step (IQR, process CPU time) ==")
+    for c in contenders.values():
+        print(c.describe())
+    print("-- ratios of medians --")
+    print(f"  {'ratio':<28}" + "".join(f"{m:>8}" for m in modes))
+    for a, b in ratios:
+        cells = []
+        for mode in modes:
+            ca, cb = contenders.get((a, mode)), contenders.get((b, mode))
+            cells.append(f"{ca.ms / cb.ms:8.2f}" if ca and cb else f"{'-':>8}")
+        print(f"  {a + '/' + b:<28}" + "".join(cells))
+
+
+def close_gates(model, rng):
+    """Closes CLOSED of every IBPDense layer's units (gate logit -4, else +4)."""
+    for layer in model.layers:
+        if isinstance(layer, tdg.layers.IBPDense):
+            closed = rng.permutation(layer.units) < round(CLOSED * layer.units)
+            layer.gate_logits.assign(np.where(closed, -4.0, 4.0).astype("float32"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    parser.add_argument("--xla-only", action="store_true", help="skip graph-mode contenders")
+    args = parser.parse_args(argv)
+    args.warmup, args.steps, args.rounds = (2, 5, 3) if args.quick else (5, 20, 6)
+    args.budget = 0.1 if args.quick else 0.25
+    modes = ("xla",) if args.xla_only else ("xla", "graph")
+    print(
+        f"tf {tf.__version__}, keras {keras.__version__}, tfp_deepgen {tdg.__version__}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; warm-up "
+        f"{args.warmup} steps, then {args.rounds} round-robin rounds of <= {args.steps} "
+        f"steps (<= {args.budget:.2f} s) per contender"
+    )
+    rng = np.random.default_rng(0)
+    for name, (sizes, batch, kl) in SHAPES.items():
+        x = tf.constant(rng.standard_normal((batch, sizes[0])).astype("float32"))
+        y = tf.constant(rng.integers(0, sizes[-1], batch).astype("int32"))
+        train = {}
+        for kind in TRAIN:
+            for mode in modes:
+                step = make_step(build_model(kind, sizes, kl), mode == "xla")
+                train[kind, mode] = Contender(f"{kind} ({mode})", step, (x, y))
+        print(f"\n[train {name}] warming up {len(train)} contenders ...", file=sys.stderr)
+        run_contenders(list(train.values()), args)
+        report(f"Training {name}, batch {batch}", train, TRAIN_RATIOS, modes)
+
+    for name, (sizes, _, kl) in SHAPES.items():
+        x_inf = tf.constant(rng.standard_normal((INFER_BATCH, sizes[0])).astype("float32"))
+        ibp, plain = build_model("ibp", sizes, kl), build_model("keras", sizes, kl)
+        close_gates(ibp, rng)
+        shrunk = tdg.structure.shrink(ibp)
+        infer = {}
+        with tdg.layers.sampling_mode(ibp, "mean"):  # the mode is fixed when traced
+            for mode in modes:
+                for label, model in (("ibp-mean", ibp), ("shrunk", shrunk), ("keras", plain)):
+                    fwd = make_forward(model, mode == "xla")
+                    infer[label, mode] = Contender(f"{label} ({mode})", fwd, (x_inf,))
+            diff = float(tf.reduce_max(tf.abs(ibp(x_inf, training=False) - shrunk(x_inf))))
+            print(f"\n[infer {name}] warming up {len(infer)} contenders ...", file=sys.stderr)
+            run_contenders(list(infer.values()), args)
+        report(f"Inference {name}, batch {INFER_BATCH}", infer, INFER_RATIOS, modes)
+        widths = [layer.units for layer in shrunk.layers[:-1]]
+        print(
+            f"  hidden widths {list(sizes[1:-1])} -> {widths}, max |ibp-mean - shrunk| = {diff:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
