@@ -236,3 +236,61 @@ def test_active_units_monitor_logs_every_gated_layer():
     assert history.history["active_units_first"] == [2]
     assert history.history["active_units_second"] == [4]
     assert history.history["active_units"] == [6]
+
+
+def test_sampling_mode_reaches_the_weights_inside_ibp_dense():
+    layer = tdg.layers.IBPDense(4, kernel_prior=tdg.priors.Normal(0.0, 1.0), seed=0)
+    x = np.ones((3, 2), "float32")
+    layer(x)
+    with tdg.layers.sampling_mode(layer, "mean"):
+        assert layer.dense.sampling == "mean"
+        np.testing.assert_array_equal(layer(x), layer(x))
+    assert layer.dense.sampling == "sample"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: tdg.layers.IBPGate(initial_probability=0.5, seed=0),
+        lambda: tdg.layers.DenseHorseshoe(32, seed=0),
+    ],
+    ids=["IBPGate", "DenseHorseshoe"],
+)
+def test_monte_carlo_copies_draw_independent_noise(make):
+    model = keras.Sequential([keras.Input((32,)), make()])
+    with tdg.layers.monte_carlo_mode(model, 64):
+        copies = model(tf.ones((64, 32)), training=False).numpy()
+    assert len({row.tobytes() for row in copies}) == 64, "copies shared their noise"
+
+
+def test_horseshoe_draws_its_scales_per_monte_carlo_copy():
+    layer = tdg.layers.DenseHorseshoe(3, use_bias=False, seed=0)
+    model = keras.Sequential([keras.Input((2,)), layer])
+    layer._beta.untransformed_scale.assign(np.full((2, 3), -30.0, "float32"))  # beta ~ its mean
+    with tdg.layers.monte_carlo_mode(model, 200):
+        copies = model(tf.ones((200, 2)), training=False).numpy()
+    # With beta fixed, copy s outputs (x beta)_k * tau_s * lambda_sk: the ratio
+    # of two units varies across copies only if lambda is drawn per copy.
+    ratios = copies[:, 1] / copies[:, 0]
+    assert np.std(np.log(np.abs(ratios))) > 0.05
+
+
+def test_shrink_refuses_activations_that_move_zero():
+    def model_with(activation):
+        return keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(6),
+                tdg.layers.IBPGate(seed=0),
+                keras.layers.Activation(activation),
+                keras.layers.Dense(1),
+            ]
+        )
+
+    with pytest.raises(ValueError, match="maps 0|f\\(0\\)"):
+        tdg.structure.shrink(model_with("sigmoid"))
+    model = model_with("tanh")
+    model.layers[1].gate_logits.assign([4.0, -4.0, 4.0, -4.0, 4.0, 4.0])
+    x = np.random.RandomState(0).randn(4, 3).astype("float32")
+    with tdg.layers.sampling_mode(model, "mean"):
+        np.testing.assert_allclose(tdg.structure.shrink(model)(x), model(x), atol=1e-6)

@@ -115,11 +115,18 @@ def test_variational_dropout_samples_the_weight_noise_marginal():
     np.testing.assert_allclose(layer.dropout_rate.numpy(), [0.3] * 3, rtol=1e-5)
 
 
-def test_variational_dropout_rate_is_capped():
+def test_variational_dropout_rate_is_capped_and_keeps_its_gradient():
     layer = tdg.layers.DenseVariationalDropout(2, alpha_per="layer", initial_rate=0.2, max_rate=0.3)
     layer.build((None, 3))
-    layer._kernel_posterior.raw_log_alpha.assign(5.0)
-    np.testing.assert_allclose(layer.dropout_rate.numpy(), [0.3], rtol=1e-5)
+    raw = layer._kernel_posterior.raw_log_alpha
+    raw.assign(5.0)  # far past the cap
+    rate = float(layer.dropout_rate.numpy()[0])
+    assert 0.29 < rate < 0.3
+    # A soft bound, not a clip: the loss still moves log alpha back down.
+    x = tf.ones((4, 3))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(layer(x, training=True))) + tf.add_n(layer.losses)
+    assert float(tf.abs(tape.gradient(loss, raw))) > 0
 
 
 def _sparse_layer_with_known_alpha():
@@ -293,6 +300,7 @@ def test_pruned_conv_network_matches_the_mean_network():
             lambda: tdg.layers.DenseVariationalDropout(2, initial_rate=0.6, max_rate=0.5),
             "initial_rate",
         ),
+        (lambda: tdg.layers.DenseVariationalDropout(2, initial_rate=1e-4), "initial_rate"),
         (lambda: tdg.layers.DenseVariationalDropout(2, alpha_per="weight"), "alpha_per"),
         (lambda: tdg.layers.DenseVariationalDropout(2, max_rate=1.0), "max_rate"),
         (lambda: tdg.priors.LogUniform().distribution(), "improper"),

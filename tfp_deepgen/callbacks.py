@@ -108,7 +108,9 @@ class SparsityMonitor(keras.callbacks.Callback):
                 logs[f"sparsity_{layer.name}"] = layer_dropped / size
         if total:
             logs["sparsity"] = dropped / total
-            logs["compression"] = total / max(total - dropped, 1)
+            kept = total - dropped
+            # Same convention as tdg.pruning.compression_ratio.
+            logs["compression"] = total / kept if kept else float("inf")
 
 
 class ActiveUnitsMonitor(keras.callbacks.Callback):

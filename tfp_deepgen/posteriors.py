@@ -27,6 +27,9 @@ __all__ = ["MeanFieldNormal", "LogVarianceNormal", "MultiplicativeNormal", "soft
 #: Floor added to every softplus scale so `log(scale)` in the KL stays finite.
 MIN_SCALE = 1e-8
 
+# Lower bound of the learned log alpha of variational dropout.
+_MIN_LOG_ALPHA = -8.0
+
 
 def softplus_inverse(x):
     """The `y` with `softplus(y) == x`, for a Python float `x > 0`."""
@@ -181,7 +184,7 @@ class MultiplicativeNormal(MeanFieldNormal):
     `alpha` is shared along the axes where `alpha_shape` has size 1 (one per
     output unit, or one per layer), as in variational dropout (Kingma,
     Salimans & Welling, 2015). Creates `{name}_loc` and `{name}_log_alpha` on
-    `layer`, float32; `log alpha` is clipped to `[-8, max_log_alpha]` when read.
+    `layer`, float32; `log alpha` is softly bounded to `(-8, max_log_alpha)` when read.
 
     Args:
         layer: The Keras layer that owns the variables.
@@ -215,17 +218,30 @@ class MultiplicativeNormal(MeanFieldNormal):
             dtype="float32",
             autocast=False,
         )
+        if not _MIN_LOG_ALPHA < log_alpha_init < max_log_alpha:
+            raise ValueError(
+                f"The initial log alpha must lie in ({_MIN_LOG_ALPHA}, {max_log_alpha}). "
+                f"Received: log_alpha_init={log_alpha_init!r}"
+            )
+        # Invert the soft bounds of `log_alpha()` so it starts at log_alpha_init.
+        below_cap = max_log_alpha - softplus_inverse(max_log_alpha - log_alpha_init)
+        raw_init = _MIN_LOG_ALPHA + softplus_inverse(below_cap - _MIN_LOG_ALPHA)
         self.raw_log_alpha = layer.add_weight(
             name=f"{name}_log_alpha",
             shape=tuple(alpha_shape),
-            initializer=keras.initializers.Constant(log_alpha_init),
+            initializer=keras.initializers.Constant(raw_init),
             dtype="float32",
             autocast=False,
         )
 
     def log_alpha(self):
-        """`log alpha` clipped to `[-8, max_log_alpha]`, in its own shape."""
-        return tf.clip_by_value(self.raw_log_alpha, -8.0, self.max_log_alpha)
+        """`log alpha` softly bounded to `(-8, max_log_alpha)`, in its own shape.
+
+        Softplus bounds rather than a clip: a clipped value has zero gradient,
+        so a rate pushed past its cap by one optimizer step would stay there.
+        """
+        floored = _MIN_LOG_ALPHA + tf.math.softplus(self.raw_log_alpha - _MIN_LOG_ALPHA)
+        return self.max_log_alpha - tf.math.softplus(self.max_log_alpha - floored)
 
     def scale(self):
         return tf.exp(0.5 * self.log_alpha()) * tf.abs(self.loc)

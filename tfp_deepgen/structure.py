@@ -33,9 +33,10 @@ from tfp_deepgen.layers.ibp import IBPDense, IBPGate
 
 __all__ = ["active_widths", "shrink"]
 
-# Layers that act on each feature (channel) separately and have no weights.
+# Weightless layers that act on each channel separately and keep a zero
+# channel zero, so a removed unit stays removed after them. Activations are
+# checked separately: only those with f(0) = 0 qualify.
 _FEATUREWISE = (
-    keras.layers.Activation,
     keras.layers.Dropout,
     keras.layers.MaxPooling2D,
     keras.layers.AveragePooling2D,
@@ -43,6 +44,18 @@ _FEATUREWISE = (
     keras.layers.AveragePooling1D,
     keras.layers.ReLU,
 )
+
+
+def _keeps_zero(layer):
+    """Whether `layer` maps removed (zero) units to zero, channel by channel."""
+    if isinstance(layer, keras.layers.Activation):
+        return float(keras.ops.convert_to_numpy(layer(np.zeros((1, 1), "float32")))[0, 0]) == 0.0
+    return isinstance(layer, _FEATUREWISE)
+
+
+def _is_plain(layer, cls):
+    # Exactly the Keras class: a subclass may compute something `shrink` cannot rebuild.
+    return type(layer) is cls
 
 
 def active_widths(model, threshold=None):
@@ -80,9 +93,10 @@ def shrink(model, threshold=None):
     """The plain Sequential network with only the active units of every gate.
 
     Supported: Sequential models of `IBPDense`, `keras.layers.Dense` or
-    `Conv2D` each optionally followed by an `IBPGate`, with featurewise
-    layers (activations, dropout, pooling) and `Flatten` in between, and any
-    last layer (e.g. a `tfp_deepgen.heads` head) after the last gate's consumer.
+    channels-last `Conv2D` each optionally followed by an `IBPGate`, with
+    dropout, pooling, `Flatten` and activations that map 0 to 0 (relu, tanh,
+    ...) between a gate and the next Dense/Conv2D, and any layers (e.g. a
+    `tfp_deepgen.heads` head) after that. Anything else raises a ValueError.
 
     Args:
         model: A built `keras.Sequential` model.
@@ -102,12 +116,26 @@ def shrink(model, threshold=None):
         if isinstance(layer, IBPDense):
             masks[i] = layer.active_mask(threshold)
         elif isinstance(layer, IBPGate):
-            if i == 0 or not isinstance(layers[i - 1], (keras.layers.Dense, keras.layers.Conv2D)):
+            previous = layers[i - 1] if i else None
+            if not (
+                _is_plain(previous, keras.layers.Dense) or _is_plain(previous, keras.layers.Conv2D)
+            ):
                 raise ValueError(
-                    f"`shrink` handles an IBPGate right after a Dense or Conv2D layer; "
-                    f"{layer.name!r} follows {layers[i - 1].name if i else 'the input'!r}."
+                    f"`shrink` handles an IBPGate right after a keras Dense or Conv2D layer; "
+                    f"{layer.name!r} follows {previous.name if i else 'the input'!r}."
+                )
+            if getattr(previous, "data_format", "channels_last") != "channels_last":
+                raise ValueError(
+                    f"`shrink` supports channels_last convolutions only; {previous.name!r} "
+                    f"has data_format={previous.data_format!r}."
                 )
             masks[i - 1] = layer.active_mask(threshold)
+    for i, mask in masks.items():
+        if not mask.any():
+            raise ValueError(
+                f"Layer {layers[i].name!r} keeps no active units at this threshold; "
+                "a shrunk network would have a layer of width 0."
+            )
 
     new_layers, new_weights = [keras.Input(model.input_shape[1:])], []
     kept_inputs = None  # indices of the previous layer's outputs still present
@@ -115,7 +143,7 @@ def shrink(model, threshold=None):
         if isinstance(layer, IBPGate) and not isinstance(layer, IBPDense):
             continue
         mask = masks.get(i)
-        if isinstance(layer, (IBPDense, keras.layers.Dense)):
+        if isinstance(layer, IBPDense) or _is_plain(layer, keras.layers.Dense):
             kernel, bias = _dense_weights(layer)
             if kept_inputs is not None:
                 kernel = kernel[kept_inputs]
@@ -124,7 +152,7 @@ def shrink(model, threshold=None):
             new_layers.append(_plain_dense(layer, kernel.shape[1], layer.activation))
             new_weights.append([kernel] + ([] if bias is None else [bias]))
             kept_inputs = None if mask is None else np.flatnonzero(mask)
-        elif isinstance(layer, keras.layers.Conv2D) and type(layer) is keras.layers.Conv2D:
+        elif _is_plain(layer, keras.layers.Conv2D):
             config = layer.get_config()
             kernel, *bias = layer.get_weights()
             if kept_inputs is not None:
@@ -142,14 +170,14 @@ def shrink(model, threshold=None):
             kept_inputs = (np.arange(positions)[:, None] * channels + kept_inputs).ravel()
             new_layers.append(keras.layers.Flatten.from_config(layer.get_config()))
             new_weights.append([])
-        elif isinstance(layer, _FEATUREWISE) or kept_inputs is None:
+        elif kept_inputs is None or _keeps_zero(layer):
             new_layers.append(layer.__class__.from_config(layer.get_config()))
             new_weights.append(layer.get_weights())
         else:
             raise ValueError(
                 f"`shrink` cannot carry removed units through {type(layer).__name__} "
                 f"{layer.name!r}; supported between a gate and the next Dense/Conv2D: "
-                "activations, dropout, pooling and Flatten."
+                "activations with f(0) = 0, dropout, pooling and Flatten."
             )
     shrunk = keras.Sequential(new_layers, name=f"{model.name}_shrunk")
     for layer, weights in zip(shrunk.layers, new_weights, strict=True):

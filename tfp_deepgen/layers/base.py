@@ -167,12 +167,10 @@ class VariationalLayer(StochasticLayer):
 
 
 def stochastic_layers(model):
-    """Every `StochasticLayer` inside `model` (itself included), depth first."""
-    if isinstance(model, StochasticLayer):
-        return [model]
+    """Every `StochasticLayer` inside `model` (itself and nested ones included), depth first."""
     return [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in model._flatten_layers(include_self=True)
         if isinstance(layer, StochasticLayer)
     ]
 

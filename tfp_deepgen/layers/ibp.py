@@ -59,10 +59,11 @@ def _uniform(shape, seed):
 class IBPGate(VariationalLayer):
     """Learned on/off gates over the units (last axis) of its input, IBP prior.
 
-    Place it after any layer to learn that layer's width: after a `Dense` its
-    units, after a `Conv2D` its channels (one gate per channel, shared over
-    positions). Cascading gates over several layers learns each width; the
-    prior's `alpha` is the expected number of active units per gated layer.
+    Place it after any layer to learn that layer's width: it gates the last
+    axis, so after a `Dense` its units, after a channels-last `Conv2D` its
+    channels (one gate per channel, shared over positions). Cascading gates
+    over several layers learns each width; the prior's `alpha` is the
+    expected number of active units per gated layer.
 
     Args:
         alpha: IBP concentration, > 0: the prior expects about `alpha` active
@@ -149,6 +150,7 @@ class IBPGate(VariationalLayer):
     def active_mask(self, threshold=None):
         """Boolean NumPy mask of the active units."""
         threshold = self.threshold if threshold is None else threshold
+        threshold = _validation.open_unit_float("threshold", threshold)
         return self.unit_probabilities() > threshold
 
     def kl_divergence(self, seed):

@@ -90,15 +90,16 @@ class DenseVariationalDropout(_LogUniformLayer, dense._VariationalDense):
     The weights have the posterior `N(theta, alpha theta^2)`, i.e. Gaussian
     dropout of rate `alpha / (1 + alpha)` on every weight, with `alpha`
     learned per output unit or per layer (Kingma, Salimans & Welling, 2015,
-    independent weight noise). `alpha` is limited to `max_rate / (1 - max_rate)`
-    (`alpha <= 1` by default, as in the paper, where larger `alpha` made
-    gradients too noisy).
+    independent weight noise). `alpha` stays below `max_rate / (1 - max_rate)`
+    (`alpha < 1` by default, as in the paper, where larger `alpha` made
+    gradients too noisy) and above `exp(-8)`, through softplus bounds that
+    keep its gradient alive.
 
     Args:
         units: Output width, a positive integer.
         alpha_per: `"unit"` (one rate per output unit) or `"layer"`.
         initial_rate: Initial dropout rate, in (0, 1).
-        max_rate: Largest dropout rate, in (0, 1), >= `initial_rate`.
+        max_rate: Bound on the dropout rate, in (0, 1), > `initial_rate`.
         activation, use_bias, kernel_initializer, bias_initializer, kl_weight,
         sampling, seed: As for `tdg.layers.DenseFlipout`; the bias is
             point-estimated.
@@ -118,10 +119,11 @@ class DenseVariationalDropout(_LogUniformLayer, dense._VariationalDense):
         self.alpha_per = _validation.one_of("alpha_per", alpha_per, ("unit", "layer"))
         self.initial_rate = _validation.open_unit_float("initial_rate", initial_rate)
         self.max_rate = _validation.open_unit_float("max_rate", max_rate)
-        if self.initial_rate > self.max_rate:
+        smallest = 1.0 / (1.0 + math.exp(8.0))  # log alpha = -8
+        if not smallest < self.initial_rate < self.max_rate:
             raise ValueError(
-                "`initial_rate` must be <= `max_rate`. Received: "
-                f"initial_rate={initial_rate!r}, max_rate={max_rate!r}"
+                f"`initial_rate` must lie strictly between {smallest:.2e} (log alpha = -8) "
+                f"and `max_rate`. Received: initial_rate={initial_rate!r}, max_rate={max_rate!r}"
             )
 
     def make_kernel_posterior(self, kernel_shape):
