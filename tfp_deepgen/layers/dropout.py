@@ -9,9 +9,9 @@ Example:
 >>> import keras, tfp_deepgen as tdg
 >>> model = keras.Sequential([
 ...     keras.Input((4,)),
-...     keras.layers.Dense(16, activation="relu"),
-...     tdg.layers.MCDropout(0.1),
-...     keras.layers.Dense(1),
+...     keras.layers.Dense(16, activation="relu", kernel_initializer="ones"),
+...     tdg.layers.MCDropout(0.5, seed=0),
+...     keras.layers.Dense(1, kernel_initializer="ones"),
 ... ])
 >>> a, b = model(keras.ops.ones((1, 4))), model(keras.ops.ones((1, 4)))
 >>> bool(keras.ops.any(a != b))  # a new dropout mask per call
