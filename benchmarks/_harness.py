@@ -1,0 +1,96 @@
+"""Timing harness shared by `benchmarks/dropout.py` and `benchmarks/structure.py`.
+
+Same conventions as `benchmarks/layers.py`: one `tf.function` per training step
+(forward, softmax cross-entropy plus the layers' KL losses, backward, Adam
+update), contenders timed in interleaved rounds, medians reported.
+"""
+
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def make_step(model, jit_compile):
+    """One training step: forward, loss + KL, backward, Adam update."""
+    optimizer = keras.optimizers.Adam(1e-3)
+    variables = model.trainable_variables
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=jit_compile, autograph=False)
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            )
+            if model.losses:
+                loss += tf.add_n(model.losses)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def make_forward(model, jit_compile):
+    # reduce_sum gives a scalar to synchronise on and costs little next to the matmuls.
+    return tf.function(lambda x: tf.reduce_sum(model(x, training=False)), jit_compile=jit_compile)
+
+
+class Contender:
+    """One timed function; keeps per-call wall-clock and process CPU times."""
+
+    def __init__(self, label, fn, args):
+        self.label, self.fn, self.args = label, fn, args
+        self.wall, self.cpu = [], []
+
+    def call(self):
+        wall, cpu = time.perf_counter(), time.process_time()
+        float(self.fn(*self.args))  # reading the result waits for the step
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+
+    @property
+    def ms(self):
+        return 1e3 * statistics.median(self.wall) if self.wall else float("nan")
+
+    def describe(self):
+        q1, q3 = 1e3 * np.percentile(self.wall, [25, 75])
+        cpu = 1e3 * statistics.median(self.cpu)
+        return (
+            f"  {self.label:<24}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]"
+            f"  cpu {cpu:8.3f} ms  n={len(self.wall)}"
+        )
+
+
+def run_contenders(contenders, args):
+    """Warms every contender up, then times them round-robin."""
+    for c in contenders:
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            float(c.fn(*c.args))
+        print(f"  {c.label:<24} warm in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    for _ in range(args.rounds):
+        for c in contenders:
+            start = time.perf_counter()
+            for i in range(args.steps):
+                if i >= 2 and time.perf_counter() - start > args.budget:
+                    break
+                c.call()
+
+
+def report(title, contenders, ratios, modes):
+    print(f"\n== {title}: median ms/step (IQR, process CPU time) ==")
+    for c in contenders.values():
+        print(c.describe())
+    print("-- ratios of medians --")
+    print(f"  {'ratio':<28}" + "".join(f"{m:>8}" for m in modes))
+    for a, b in ratios:
+        cells = []
+        for mode in modes:
+            ca, cb = contenders.get((a, mode)), contenders.get((b, mode))
+            cells.append(f"{ca.ms / cb.ms:8.2f}" if ca and cb else f"{'-':>8}")
+        print(f"  {a + '/' + b:<28}" + "".join(cells))
