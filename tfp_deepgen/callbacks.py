@@ -12,11 +12,10 @@ True
 """
 
 import keras
-import numpy as np
 
 from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
 from tfp_deepgen.layers.ibp import IBPGate
-from tfp_deepgen.pruning import sparse_layers
+from tfp_deepgen.pruning import kept_weight_counts
 
 __all__ = ["KLDivergenceLogger", "SparsityMonitor", "ActiveUnitsMonitor"]
 
@@ -98,19 +97,16 @@ class SparsityMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        total = dropped = 0
-        for layer in sparse_layers(self.model):
-            size = int(np.prod(layer.log_alpha.shape))
-            layer_dropped = round(layer.sparsity(self.threshold) * size)
-            total += size
-            dropped += layer_dropped
-            if self.per_layer:
-                logs[f"sparsity_{layer.name}"] = layer_dropped / size
-        if total:
-            logs["sparsity"] = dropped / total
-            kept = total - dropped
-            # Same convention as tdg.pruning.compression_ratio.
-            logs["compression"] = total / kept if kept else float("inf")
+        counts = kept_weight_counts(self.model, self.threshold)
+        if not counts:
+            return
+        if self.per_layer:
+            for name, (size, kept) in counts.items():
+                logs[f"sparsity_{name}"] = (size - kept) / size
+        total, kept = (sum(column) for column in zip(*counts.values(), strict=True))
+        logs["sparsity"] = (total - kept) / total
+        # Same convention as tdg.pruning.compression_ratio.
+        logs["compression"] = total / kept if kept else float("inf")
 
 
 class ActiveUnitsMonitor(keras.callbacks.Callback):

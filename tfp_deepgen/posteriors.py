@@ -31,6 +31,18 @@ MIN_SCALE = 1e-8
 _MIN_LOG_ALPHA = -8.0
 
 
+def _float32_weight(layer, name, shape, initializer, trainable=True):
+    # autocast=False: sampling and the KL stay float32 under mixed precision.
+    return layer.add_weight(
+        name=name,
+        shape=shape,
+        initializer=initializer,
+        dtype="float32",
+        trainable=trainable,
+        autocast=False,
+    )
+
+
 def softplus_inverse(x):
     """The `y` with `softplus(y) == x`, for a Python float `x > 0`."""
     # log(expm1(x)) loses precision for large x; there softplus(y) ~= y.
@@ -69,21 +81,13 @@ class MeanFieldNormal:
     ):
         scale_init = _validation.positive_float(f"{name}_posterior_scale_init", scale_init)
         self.shape = tuple(shape)
-        self.loc = layer.add_weight(
-            name=f"{name}_loc",
-            shape=self.shape,
-            initializer=loc_initializer,
-            dtype="float32",
-            trainable=trainable,
-            autocast=False,
-        )
-        self.untransformed_scale = layer.add_weight(
-            name=f"{name}_untransformed_scale",
-            shape=self.shape,
-            initializer=keras.initializers.Constant(softplus_inverse(scale_init)),
-            dtype="float32",
-            trainable=trainable,
-            autocast=False,
+        self.loc = _float32_weight(layer, f"{name}_loc", self.shape, loc_initializer, trainable)
+        self.untransformed_scale = _float32_weight(
+            layer,
+            f"{name}_untransformed_scale",
+            self.shape,
+            keras.initializers.Constant(softplus_inverse(scale_init)),
+            trainable,
         )
 
     def scale(self):
@@ -144,19 +148,9 @@ class LogVarianceNormal(MeanFieldNormal):
     ):
         log_variance_init = _validation.finite_float("log_sigma2_init", log_variance_init)
         self.shape = tuple(shape)
-        self.loc = layer.add_weight(
-            name=f"{name}_loc",
-            shape=self.shape,
-            initializer=loc_initializer,
-            dtype="float32",
-            autocast=False,
-        )
-        self.log_variance = layer.add_weight(
-            name=f"{name}_log_sigma2",
-            shape=self.shape,
-            initializer=keras.initializers.Constant(log_variance_init),
-            dtype="float32",
-            autocast=False,
+        self.loc = _float32_weight(layer, f"{name}_loc", self.shape, loc_initializer)
+        self.log_variance = _float32_weight(
+            layer, f"{name}_log_sigma2", self.shape, keras.initializers.Constant(log_variance_init)
         )
 
     @property
@@ -211,13 +205,7 @@ class MultiplicativeNormal(MeanFieldNormal):
     ):
         self.shape = tuple(shape)
         self.max_log_alpha = max_log_alpha
-        self.loc = layer.add_weight(
-            name=f"{name}_loc",
-            shape=self.shape,
-            initializer=loc_initializer,
-            dtype="float32",
-            autocast=False,
-        )
+        self.loc = _float32_weight(layer, f"{name}_loc", self.shape, loc_initializer)
         if not _MIN_LOG_ALPHA < log_alpha_init < max_log_alpha:
             raise ValueError(
                 f"The initial log alpha must lie in ({_MIN_LOG_ALPHA}, {max_log_alpha}). "
@@ -226,12 +214,8 @@ class MultiplicativeNormal(MeanFieldNormal):
         # Invert the soft bounds of `log_alpha()` so it starts at log_alpha_init.
         below_cap = max_log_alpha - softplus_inverse(max_log_alpha - log_alpha_init)
         raw_init = _MIN_LOG_ALPHA + softplus_inverse(below_cap - _MIN_LOG_ALPHA)
-        self.raw_log_alpha = layer.add_weight(
-            name=f"{name}_log_alpha",
-            shape=tuple(alpha_shape),
-            initializer=keras.initializers.Constant(raw_init),
-            dtype="float32",
-            autocast=False,
+        self.raw_log_alpha = _float32_weight(
+            layer, f"{name}_log_alpha", tuple(alpha_shape), keras.initializers.Constant(raw_init)
         )
 
     def log_alpha(self):

@@ -30,39 +30,45 @@ True
 import keras
 import numpy as np
 
+from tfp_deepgen.layers.base import stochastic_layers
 from tfp_deepgen.layers.variational_dropout import (
     Conv2DSparseVariationalDropout,
     DenseSparseVariationalDropout,
     _SparseVariationalDropout,
 )
 
-__all__ = ["sparse_layers", "compression_ratio", "prune"]
+__all__ = ["sparse_layers", "kept_weight_counts", "compression_ratio", "prune"]
 
 
 def sparse_layers(model):
     """The sparse variational dropout layers of `model`, depth first."""
-    if isinstance(model, _SparseVariationalDropout):
-        return [model]
     return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if isinstance(layer, _SparseVariationalDropout)
+        layer for layer in stochastic_layers(model) if isinstance(layer, _SparseVariationalDropout)
     ]
 
 
+def kept_weight_counts(model, threshold=None):
+    """`{layer name: (kernel weights, weights kept)}` for every sparse layer of `model`.
+
+    Args:
+        model: A built Keras model (or a single sparse layer).
+        threshold: Defaults to each layer's own `threshold`.
+    """
+    counts = {}
+    for layer in sparse_layers(model):
+        mask = layer.kept_weights(threshold).numpy()
+        counts[layer.name] = (mask.size, int(mask.sum()))
+    return counts
+
+
 def _counts(model, threshold):
-    layers = sparse_layers(model)
-    if not layers:
+    counts = kept_weight_counts(model, threshold)
+    if not counts:
         raise ValueError(
             "`model` has no sparse variational dropout layers "
             "(DenseSparseVariationalDropout, Conv2DSparseVariationalDropout)."
         )
-    total = kept = 0
-    for layer in layers:
-        mask = layer.kept_weights(threshold).numpy()
-        total += mask.size
-        kept += int(mask.sum())
-    return total, kept
+    return tuple(sum(column) for column in zip(*counts.values(), strict=True))
 
 
 def compression_ratio(model, threshold=None):

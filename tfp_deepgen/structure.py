@@ -28,6 +28,7 @@ True
 import keras
 import numpy as np
 
+from tfp_deepgen.layers.base import stochastic_layers
 from tfp_deepgen.layers.dense import DenseLocalReparameterization
 from tfp_deepgen.layers.ibp import IBPDense, IBPGate
 
@@ -62,7 +63,7 @@ def active_widths(model, threshold=None):
     """`{layer name: number of active units}` for every IBP gate of `model`."""
     return {
         layer.name: layer.active_units(threshold)
-        for layer in model._flatten_layers(include_self=False)
+        for layer in stochastic_layers(model)
         if isinstance(layer, IBPGate)
     }
 

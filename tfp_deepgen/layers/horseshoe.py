@@ -33,7 +33,8 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation, random
 from tfp_deepgen.layers.base import VariationalLayer
-from tfp_deepgen.posteriors import MeanFieldNormal
+from tfp_deepgen.layers.linear import VARIANCE_FLOOR
+from tfp_deepgen.posteriors import MeanFieldNormal, softplus_inverse
 from tfp_deepgen.priors import Normal
 
 __all__ = ["DenseHorseshoe"]
@@ -61,7 +62,7 @@ class _LogNormal:
         self.untransformed_stddev = layer.add_weight(
             name=f"{name}_log_untransformed_stddev",
             shape=shape,
-            initializer=keras.initializers.Constant(math.log(math.expm1(initial_stddev))),
+            initializer=keras.initializers.Constant(softplus_inverse(initial_stddev)),
             dtype="float32",
             autocast=False,
         )
@@ -187,7 +188,7 @@ class DenseHorseshoe(VariationalLayer):
             # Local reparameterization of beta given the scales.
             variance = tf.matmul(tf.square(tf.cast(inputs, "float32")), tf.square(beta_scale))
             eps = random.normal(tf.shape(variance), seeds[2])
-            outputs += tf.cast(tf.sqrt(variance + 1e-12) * eps, dtype)
+            outputs += tf.cast(tf.sqrt(variance + VARIANCE_FLOOR) * eps, dtype)
         unit_scale = tf.cast(tf.expand_dims(tau, -1) * local, dtype)
         if copies is None:
             outputs *= unit_scale

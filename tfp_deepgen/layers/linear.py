@@ -29,7 +29,7 @@ FLIPOUT = "flipout"
 LOCAL_REPARAMETERIZATION = "local_reparameterization"
 
 # Keeps the gradient of sqrt(variance) finite where an input row is all zero.
-_VARIANCE_FLOOR = 1e-12
+VARIANCE_FLOOR = 1e-12
 
 
 class VariationalLinear(VariationalLayer):
@@ -287,7 +287,7 @@ class VariationalLinear(VariationalLayer):
             outputs = tf.tile(outputs, [copies, 1])
             variance = tf.tile(variance, [copies, 1])
         eps = random.normal(tf.shape(variance), seed)
-        outputs += tf.cast(tf.sqrt(variance + _VARIANCE_FLOOR) * eps, dtype)
+        outputs += tf.cast(tf.sqrt(variance + VARIANCE_FLOOR) * eps, dtype)
         if bias is not None:
             outputs += tf.reshape(tf.cast(bias, dtype), self.bias_shape_for_broadcast())
         return outputs
