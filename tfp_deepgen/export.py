@@ -44,6 +44,8 @@ _CLASSIFIER_SIGNATURES = {
 
 def signature_outputs(model):
     """`{signature name: output names}` that `export_saved_model` writes for `model`."""
+    if hasattr(model, "serving_endpoints"):
+        return {name: outputs for name, (_, _, outputs) in model.serving_endpoints(1).items()}
     predictive = MonteCarloPredictive(model, num_samples=1)
     signatures = _CLASSIFIER_SIGNATURES if predictive.is_classifier else _CONTINUOUS_SIGNATURES
     return dict(signatures)
@@ -74,8 +76,15 @@ def export_saved_model(
     `predict_uncertainty` (`predictive_entropy`, `expected_entropy`,
     `mutual_information`).
 
+    Generative models (`tdg.models`) define their own signatures instead,
+    e.g. a VAE's `encode` (also `serving_default`), `decode`, `generate`,
+    `reconstruct` and `log_likelihood`; see their `serving_endpoints`. For
+    them `num_samples` is the number of importance samples of
+    `log_likelihood` and the predictive options below do not apply.
+
     Args:
-        model: A built Keras model whose last layer is a `tfp_deepgen.heads` head.
+        model: A built Keras model whose last layer is a `tfp_deepgen.heads`
+            head, or a built `tdg.models` model.
         path: The model's base directory (TF Serving's `base_path`).
         num_samples: Posterior samples per request.
         quantiles: Levels of `predict_quantiles`.
@@ -89,9 +98,6 @@ def export_saved_model(
     Returns:
         The directory written, `path/<version>`.
     """
-    predictive = MonteCarloPredictive(
-        model, num_samples, quantiles, seed, target_mean, target_stddev
-    )
     path = os.fspath(path)
     if version is None:
         existing = os.listdir(path) if os.path.isdir(path) else []
@@ -104,21 +110,48 @@ def export_saved_model(
             "reloads a version in place. Pass a new version or version=None."
         )
 
-    spec = _input_spec(model)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    # The label-sampling seed is state too: each request draws new samples.
-    archive.track(_SeedHolder(predictive.seed_generator))
+    if hasattr(model, "serving_endpoints"):
+        _check_predictive_options_unused(quantiles, seed, target_mean, target_stddev)
+        endpoints = model.serving_endpoints(num_samples)
+    else:
+        predictive = MonteCarloPredictive(
+            model, num_samples, quantiles, seed, target_mean, target_stddev
+        )
+        # The label-sampling seed is state too: each request draws new samples.
+        archive.track(_SeedHolder(predictive.seed_generator))
+        signatures = _CLASSIFIER_SIGNATURES if predictive.is_classifier else _CONTINUOUS_SIGNATURES
+        spec = _input_spec(model)
+        endpoints = {
+            name: (_endpoint(predictive, outputs), [spec], outputs)
+            for name, outputs in signatures.items()
+        }
     # A SavedModel's weights never change: compute the posterior scales once.
     snapshot = PosteriorScaleSnapshot(model, name="posterior_scales")
     archive.track(snapshot)
-    signatures = _CLASSIFIER_SIGNATURES if predictive.is_classifier else _CONTINUOUS_SIGNATURES
     with snapshot.active():
-        for name, outputs in signatures.items():
-            archive.add_endpoint(name, _endpoint(predictive, outputs), input_signature=[spec])
+        for name, (function, input_signature, _) in endpoints.items():
+            archive.add_endpoint(name, function, input_signature=input_signature)
         # Inside the context: the archive may trace the endpoints only here.
         archive.write_out(export_dir, verbose=False)
     return export_dir
+
+
+def _check_predictive_options_unused(quantiles, seed, target_mean, target_stddev):
+    given = {
+        "quantiles": quantiles != DEFAULT_QUANTILES,
+        "seed": seed is not None,
+        "target_mean": target_mean != 0.0,
+        "target_stddev": target_stddev != 1.0,
+    }
+    for name, was_given in given.items():
+        if was_given:
+            raise ValueError(
+                f"`{name}` configures the Monte-Carlo predictive of a model ending in "
+                "a head; a generative model (tdg.models) defines its own signatures "
+                f"and takes only `num_samples`. Leave `{name}` at its default."
+            )
 
 
 def _endpoint(predictive, outputs):
