@@ -248,11 +248,26 @@ class VAE(keras.Model):
                 reduce_retracing=True,
             )
         x = tf.convert_to_tensor(x)
+        self._check_in_support(x)
         parts = [
             self._bound_graph(x[start : start + batch_size], num_samples, iwae)
             for start in range(0, int(x.shape[0]), batch_size)
         ]
         return tf.concat(parts, 0) if parts else tf.zeros([0])
+
+    def _check_in_support(self, x):
+        """Raises if `x` lies outside the decoder's support (a graph would give -inf)."""
+        head = self.decoder_head
+        if isinstance(head, Categorical):
+            return
+        valid = head._in_support(tf.cast(x, "float32"))
+        if not bool(tf.reduce_all(valid)):
+            bad = tf.boolean_mask(x, tf.logical_not(valid)).numpy()
+            raise ValueError(
+                f"`x` must hold {head.support}, the support of the decoder's "
+                f"{type(head).__name__} head; {bad.size} value(s) are not, e.g. "
+                f"{np.unique(bad)[:5].tolist()}."
+            )
 
     # -- serving -----------------------------------------------------------
 
