@@ -17,6 +17,12 @@ from conformance import _two_cpu_strategy
 import tfp_deepgen as tdg
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Fixed initial weights: every number these tests check is reproducible."""
+    keras.utils.set_random_seed(0)
+
+
 def _encoder(data_dim, latent_dim, hidden=None, head=None):
     head = head or tdg.heads.IndependentNormal(latent_dim)
     layers = [keras.Input((data_dim,))]
@@ -375,6 +381,7 @@ _SERVE_SCRIPT = textwrap.dedent(
 
 
 def test_export_serves_every_signature_without_tfp_deepgen(tmp_path):
+    keras.utils.set_random_seed(0)
     x = _binary_data(n=64)
     vae = _binary_vae(seed=2)
     vae.compile(keras.optimizers.Adam(0.01), jit_compile=True)
@@ -410,8 +417,9 @@ def test_export_serves_every_signature_without_tfp_deepgen(tmp_path):
     np.testing.assert_allclose(served["decode/params"], decoded, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(served["decode/mean"], tf.sigmoid(decoded), rtol=1e-5, atol=1e-6)
     # Stochastic signatures: compare with the in-process answers in distribution.
-    in_process = vae.log_likelihood(x[:4], num_samples=2000).numpy()
-    np.testing.assert_allclose(served["log_likelihood/log_likelihood"], in_process, atol=0.05)
+    in_process = np.stack([vae.log_likelihood(x[:4], num_samples=2000) for _ in range(5)])
+    spread = 4 * in_process.std(0) + 0.02
+    assert np.all(np.abs(served["log_likelihood/log_likelihood"] - in_process.mean(0)) < spread)
     assert served["reconstruct/mean"].shape == (4, 12)
     samples, means = served["generate/samples"], served["generate/mean"]
     assert samples.shape == means.shape == (500, 12)

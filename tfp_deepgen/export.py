@@ -111,11 +111,12 @@ def export_saved_model(
         )
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
     if hasattr(model, "serving_endpoints"):
         _check_predictive_options_unused(quantiles, seed, target_mean, target_stddev)
-        endpoints = model.serving_endpoints(num_samples)
+        endpoints = model.serving_endpoints(num_samples)  # builds the model if needed
+        archive.track(model)
     else:
+        archive.track(model)
         predictive = MonteCarloPredictive(
             model, num_samples, quantiles, seed, target_mean, target_stddev
         )

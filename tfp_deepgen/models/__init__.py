@@ -5,6 +5,8 @@
 'VAE'
 """
 
+from tfp_deepgen.models.conditional_vae import ConditionalVAE
+from tfp_deepgen.models.semi_supervised_vae import UNLABELLED, SemiSupervisedVAE
 from tfp_deepgen.models.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["VAE", "ConditionalVAE", "SemiSupervisedVAE", "UNLABELLED"]

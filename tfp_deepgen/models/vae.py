@@ -130,10 +130,14 @@ class VAE(keras.Model):
     def call(self, inputs, training=None):
         k = self.num_importance_samples
         terms = self._bound_terms(inputs, k, iwae=k > 1, beta=self.beta, training=training)
+        self._record(terms)
+        return terms["decoder_params"][0]
+
+    def _record(self, terms):
+        """Adds the negative bound as the loss and logs its parts."""
         self.add_loss(-tf.reduce_mean(terms["bound"]))
         self.reconstruction_tracker.update_state(terms["reconstruction"])
         self.kl_tracker.update_state(terms["kl"])
-        return terms["decoder_params"][0]
 
     @property
     def metrics(self):
@@ -141,16 +145,18 @@ class VAE(keras.Model):
 
     # -- the bound -----------------------------------------------------------
 
-    def _bound_terms(self, x, num_samples, iwae, beta, training=False):
+    def _bound_terms(self, x, num_samples, iwae, beta, training=False, condition=None):
         """Per-example bound, reconstruction and KL from `num_samples` draws of z.
 
         The bound is the ELBO (`iwae=False`, its expectation estimated from the
         draws) or the IWAE bound over them, with the KL weighted by `beta`.
+        `condition` (conditional models) is a second input of the encoder and
+        the decoder.
         """
         x = tf.convert_to_tensor(x)
-        params = self.encoder(x, training=training)
+        params = self.encoder(_inputs(x, condition), training=training)
         z = self.latent_sampler.posterior_sample(self.encoder_head, params, num_samples)
-        decoder_params = self._decode_samples(z, training)
+        decoder_params = self._decode_samples(z, training, condition)
         x_flat = tf.reshape(tf.cast(x, "float32"), [tf.shape(x)[0], -1])
         targets = tf.broadcast_to(x_flat[None], tf.concat([[num_samples], tf.shape(x_flat)], 0))
         if isinstance(self.decoder_head, Categorical):
@@ -175,9 +181,14 @@ class VAE(keras.Model):
             "decoder_params": decoder_params,
         }
 
-    def _decode_samples(self, z, training=False):
+    def _decode_samples(self, z, training=False, condition=None):
         """Decoder parameters at z of shape `(k, batch, latent_dim)`, shape `(k, batch, P)`."""
-        flat = self.decoder(tf.reshape(z, [-1, self.latent_dim]), training=training)
+        if condition is not None:  # the same condition for each of the k draws
+            condition = tf.reshape(
+                tf.tile(condition[None], [tf.shape(z)[0], 1, 1]), [-1, condition.shape[-1]]
+            )
+        flat_z = tf.reshape(z, [-1, self.latent_dim])
+        flat = self.decoder(_inputs(flat_z, condition), training=training)
         return tf.reshape(flat, tf.concat([tf.shape(z)[:2], [self.decoder_head.output_size]], 0))
 
     # -- public methods ------------------------------------------------------
@@ -237,20 +248,25 @@ class VAE(keras.Model):
         """
         return self._evaluate_bound(x, num_samples, batch_size, iwae=True)
 
-    def _evaluate_bound(self, x, num_samples, batch_size, iwae):
+    def _evaluate_bound(self, x, num_samples, batch_size, iwae, condition=None):
         num_samples = _validation.positive_int("num_samples", num_samples)
         if batch_size is None:
             batch_size = max(1, 2**16 // num_samples)
         batch_size = _validation.positive_int("batch_size", batch_size)
         if getattr(self, "_bound_graph", None) is None:
             self._bound_graph = tf.function(
-                lambda x, k, iwae: self._bound_terms(x, k, iwae, beta=1.0)["bound"],
+                lambda x, c, k, iwae: self._bound_terms(x, k, iwae, 1.0, condition=c)["bound"],
                 reduce_retracing=True,
             )
         x = tf.convert_to_tensor(x)
         self._check_in_support(x)
         parts = [
-            self._bound_graph(x[start : start + batch_size], num_samples, iwae)
+            self._bound_graph(
+                x[start : start + batch_size],
+                None if condition is None else condition[start : start + batch_size],
+                num_samples,
+                iwae,
+            )
             for start in range(0, int(x.shape[0]), batch_size)
         ]
         return tf.concat(parts, 0) if parts else tf.zeros([0])
@@ -284,14 +300,7 @@ class VAE(keras.Model):
           `num_samples` importance samples.
         """
         num_samples = _validation.positive_int("num_samples", num_samples)
-        inputs = getattr(self.encoder, "inputs", None)
-        if not inputs or len(inputs) != 1:
-            raise ValueError(
-                "Exporting a VAE needs an encoder with one known input (a Sequential "
-                "or functional model built on keras.Input)."
-            )
-        x_spec = tf.TensorSpec((None, *inputs[0].shape[1:]), inputs[0].dtype, name="x")
-        z_spec = tf.TensorSpec((None, self.latent_dim), "float32", name="z")
+        x_spec, z_spec = self._data_specs()
         count_spec = tf.TensorSpec((), tf.int32, name="count")
 
         def encode(x):
@@ -325,6 +334,23 @@ class VAE(keras.Model):
             "log_likelihood": (log_likelihood, [x_spec], ("log_likelihood",)),
         }
 
+    def _data_specs(self):
+        """Input signatures of `x` and `z` for export."""
+        inputs = getattr(self.encoder, "inputs", None)
+        if not inputs:
+            raise ValueError(
+                "Exporting needs an encoder with known inputs (a Sequential or "
+                "functional model built on keras.Input)."
+            )
+        x_spec = tf.TensorSpec((None, *inputs[0].shape[1:]), inputs[0].dtype, name="x")
+        if not self.built:  # e.g. only its methods were called: Keras exports built models
+            self.build(self._input_shape(tuple(x_spec.shape)))
+        return x_spec, tf.TensorSpec((None, self.latent_dim), "float32", name="z")
+
+    def _input_shape(self, x_shape):
+        """The shape structure `build` takes for data of shape `x_shape`."""
+        return x_shape
+
     # -- serialization -------------------------------------------------------
 
     def get_config(self):
@@ -348,6 +374,11 @@ class VAE(keras.Model):
         for key in ("encoder", "decoder", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
+
+
+def _inputs(tensor, condition):
+    """A model's inputs: `tensor`, or `[tensor, condition]` for conditional models."""
+    return tensor if condition is None else [tensor, condition]
 
 
 def decoder_mean(head, params):
