@@ -426,3 +426,18 @@ def test_export_serves_every_signature_without_tfp_deepgen(tmp_path):
     assert set(np.unique(samples)) <= {0.0, 1.0}
     # Generated pixels follow the model's marginal: compare with the in-process generator.
     np.testing.assert_allclose(samples.mean(0), vae.generate(20000).numpy().mean(0), atol=0.1)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_float32_bound(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        vae = _binary_vae(seed=0)
+        vae.compile("adam", jit_compile=True)
+        history = vae.fit(_binary_data(n=64), epochs=2, verbose=0)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert vae.encoder.layers[0].compute_dtype == policy.split("_")[1]
+    assert vae.encode(_binary_data(n=4)).dtype == tf.float32
+    assert np.all(np.isfinite(history.history["loss"]))
