@@ -144,6 +144,25 @@ def test_training_loss_is_the_negative_bound(num_importance_samples):
     np.testing.assert_allclose(logs["kl"], 0.0, atol=1e-6)
 
 
+def test_k_draw_elbo_trains_the_elbo_not_the_iwae_bound():
+    x = _binary_data(n=200)
+    vae = _binary_vae(seed=3)
+    vae.compile(keras.optimizers.Adam(0.01), jit_compile=True)
+    vae.fit(x, batch_size=50, epochs=5, verbose=0)
+    losses = {}
+    for bound in ("elbo", "iwae"):
+        config = {**vae.get_config(), "num_importance_samples": 50, "bound": bound}
+        clone = tdg.models.VAE.from_config(config)
+        clone.set_weights(vae.get_weights())
+        clone.compile("sgd")
+        losses[bound] = clone.evaluate(x, batch_size=200, verbose=0, return_dict=True)["loss"]
+    elbo = -float(tf.reduce_mean(vae.elbo(x, num_samples=200)))
+    assert abs(losses["elbo"] - elbo) < 0.05, (losses, elbo)
+    assert losses["iwae"] < losses["elbo"] - 0.03, losses  # tighter bound, lower loss
+    with pytest.raises(ValueError, match="`bound`"):
+        _binary_vae(bound="tight")
+
+
 def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
     x = _binary_data(n=200)
     vae = _binary_vae(seed=3)

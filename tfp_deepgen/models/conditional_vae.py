@@ -34,7 +34,7 @@ class ConditionalVAE(VAE):
         num_classes: Number of classes of integer labels, or None for
             condition vectors.
         **kwargs: `prior`, `beta`, `num_importance_samples`, `analytic_kl`,
-            `seed` as for `tdg.models.VAE`.
+            `bound`, `seed` as for `tdg.models.VAE`.
 
     Example:
 
@@ -111,9 +111,13 @@ class ConditionalVAE(VAE):
 
     def call(self, inputs, training=None):
         x, labels = self._unpack(inputs)
-        k = self.num_importance_samples
         terms = self._bound_terms(
-            x, k, iwae=k > 1, beta=self.beta, training=training, condition=self.condition(labels)
+            x,
+            self.num_importance_samples,
+            self._iwae,
+            beta=self.beta,
+            training=training,
+            condition=self.condition(labels),
         )
         self._record(terms)
         return terms["decoder_params"][0]

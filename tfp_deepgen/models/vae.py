@@ -28,7 +28,8 @@ class VAE(keras.Model):
     `E_q[log p(x|z)] - beta * KL(q(z|x) || p(z))`, or with
     `num_importance_samples=k > 1` the IWAE bound
     `E[log (1/k) sum_i p(x|z_i) p(z_i)^beta / q(z_i|x)^beta]`, which is
-    tighter and reaches log p(x) as k grows. It logs `loss` (the negative
+    tighter and reaches log p(x) as k grows (`bound="elbo"` averages the
+    ELBO over the k draws instead). It logs `loss` (the negative
     bound per example), `reconstruction` (`-E_q log p(x|z)`) and `kl`. The
     bound is added with `add_loss`, so compile with an optimizer and no loss;
     `sample_weight` is not applied to it.
@@ -50,8 +51,11 @@ class VAE(keras.Model):
         beta: Weight of the KL term (beta-VAE, Higgins et al. 2017), >= 0.
         num_importance_samples: k >= 1 samples per example in training.
         analytic_kl: Use the closed-form KL (needs a Normal prior); else the
-            one-sample estimate `log q(z|x) - log p(z)`. Unused when k > 1:
-            the IWAE bound is made of the sampled log-weights.
+            one-sample estimate `log q(z|x) - log p(z)`. The IWAE bound does
+            not use it: it is made of the sampled log-weights.
+        bound: With k > 1, `"iwae"` (default) trains the IWAE bound and
+            `"elbo"` the ELBO averaged over the k draws (Burda et al.'s
+            "VAE, k samples"), a lower-variance estimate of the same ELBO.
         seed: Seed of the latent draws.
 
     Example:
@@ -78,6 +82,7 @@ class VAE(keras.Model):
         beta=1.0,
         num_importance_samples=1,
         analytic_kl=True,
+        bound="iwae",
         seed=None,
         **kwargs,
     ):
@@ -102,6 +107,7 @@ class VAE(keras.Model):
                 f"(tdg.priors.Normal); {self.prior!r} has none. Pass analytic_kl=False."
             )
         self.analytic_kl = analytic_kl
+        self.bound = _validation.one_of("bound", bound, ("iwae", "elbo"))
         self.seed = seed
         self.latent_sampler = latent.LatentSampler(seed=seed, name="latent_sampler")
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
@@ -128,10 +134,16 @@ class VAE(keras.Model):
             )
 
     def call(self, inputs, training=None):
-        k = self.num_importance_samples
-        terms = self._bound_terms(inputs, k, iwae=k > 1, beta=self.beta, training=training)
+        terms = self._bound_terms(
+            inputs, self.num_importance_samples, self._iwae, beta=self.beta, training=training
+        )
         self._record(terms)
         return terms["decoder_params"][0]
+
+    @property
+    def _iwae(self):
+        """Whether training maximizes the IWAE bound (else the k-draw ELBO)."""
+        return self.num_importance_samples > 1 and self.bound == "iwae"
 
     def _record(self, terms):
         """Adds the negative bound as the loss and logs its parts."""
@@ -256,6 +268,7 @@ class VAE(keras.Model):
         if getattr(self, "_bound_graph", None) is None:
             self._bound_graph = tf.function(
                 lambda x, c, k, iwae: self._bound_terms(x, k, iwae, 1.0, condition=c)["bound"],
+                jit_compile=True,
                 reduce_retracing=True,
             )
         x = tf.convert_to_tensor(x)
@@ -363,6 +376,7 @@ class VAE(keras.Model):
                 "beta": self.beta,
                 "num_importance_samples": self.num_importance_samples,
                 "analytic_kl": self.analytic_kl,
+                "bound": self.bound,
                 "seed": self.seed,
             }
         )
