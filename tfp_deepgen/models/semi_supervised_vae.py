@@ -188,12 +188,21 @@ class SemiSupervisedVAE(ConditionalVAE):
         return tf.reduce_logsumexp(bound, -1)
 
     def _evaluate_every_class(self, x, num_samples, batch_size, iwae):
+        """`L(x, y)` for every class, shape `(n, num_classes)`, a batch of x at a time."""
         x = tf.convert_to_tensor(x)
         n, k = int(x.shape[0]), self.num_classes
-        every_class = tf.tile(x, [k] + [1] * (x.shape.rank - 1))
-        classes = tf.one_hot(np.repeat(np.arange(k), n), k)
-        bound = self._evaluate_bound(every_class, num_samples, batch_size, iwae, classes)
-        return tf.transpose(tf.reshape(bound, [k, n])) - math.log(k)
+        if batch_size is None:
+            batch_size = max(1, 2**16 // (num_samples * k))
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        parts = []
+        for start in range(0, n, batch_size):
+            batch = x[start : start + batch_size]
+            size = int(batch.shape[0])
+            every_class = tf.tile(batch, [k] + [1] * (x.shape.rank - 1))
+            classes = tf.one_hot(np.repeat(np.arange(k), size), k)
+            bound = self._evaluate_bound(every_class, num_samples, size * k, iwae, classes)
+            parts.append(tf.transpose(tf.reshape(bound, [k, size])))
+        return tf.concat(parts, 0) - math.log(k) if parts else tf.zeros([0, k])
 
     # -- serving -------------------------------------------------------------
 

@@ -266,11 +266,12 @@ class VAE(keras.Model):
             batch_size = max(1, 2**16 // num_samples)
         batch_size = _validation.positive_int("batch_size", batch_size)
         if getattr(self, "_bound_graph", None) is None:
-            self._bound_graph = tf.function(
-                lambda x, c, k, iwae: self._bound_terms(x, k, iwae, 1.0, condition=c)["bound"],
-                jit_compile=True,
-                reduce_retracing=True,
-            )
+
+            def bound(x, condition, num_samples, iwae):
+                terms = self._bound_terms(x, num_samples, iwae, 1.0, condition=condition)
+                return terms["bound"]
+
+            self._bound_graph = tf.function(bound, jit_compile=True, reduce_retracing=True)
         x = tf.convert_to_tensor(x)
         self._check_in_support(x)
         parts = [
