@@ -137,6 +137,24 @@ class DistributionHead(keras.layers.Layer):
     def _in_support(self, y):
         return tf.math.is_finite(y)
 
+    def check_in_support(self, y, argument="y_true"):
+        """Raises `ValueError` naming `argument` if any value of `y` lies outside the support.
+
+        Eager only: call it on concrete data before a traced computation, in
+        which invalid labels would only give an infinite loss.
+        """
+        y = tf.cast(tf.convert_to_tensor(y), "float32")
+        self._raise_outside_support(y, self._in_support(y), argument)
+
+    def _raise_outside_support(self, y, valid, argument):
+        if not bool(tf.reduce_all(valid)):
+            bad = tf.boolean_mask(y, tf.logical_not(valid)).numpy()
+            raise ValueError(
+                f"{type(self).__name__} head {self.name!r}: `{argument}` must hold "
+                f"{self.support}; {bad.size} value(s) are not, e.g. "
+                f"{np.unique(bad)[:5].tolist()}."
+            )
+
     def checked_nll(self, y, params):
         """Per-example negative log-likelihood with the labels checked.
 
@@ -146,13 +164,8 @@ class DistributionHead(keras.layers.Layer):
         """
         y, params = self._prepare(y, params)
         valid = self._in_support(y)
-        if tf.executing_eagerly() and not bool(tf.reduce_all(valid)):
-            bad = tf.boolean_mask(y, tf.logical_not(valid)).numpy()
-            raise ValueError(
-                f"{type(self).__name__} head {self.name!r}: `y_true` must hold "
-                f"{self.support}; {bad.size} value(s) are not, e.g. "
-                f"{np.unique(bad)[:5].tolist()}."
-            )
+        if tf.executing_eagerly():
+            self._raise_outside_support(y, valid, "y_true")
         safe_y = tf.where(valid, y, tf.cast(self._safe_label, y.dtype))
         nll = -self.distribution(params).log_prob(safe_y)
         if not self._integer_labels:

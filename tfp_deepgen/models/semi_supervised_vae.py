@@ -3,7 +3,6 @@
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
@@ -134,8 +133,7 @@ class SemiSupervisedVAE(ConditionalVAE):
         """`L(x, y)` for every class y (log p(y) included), shape `(batch, num_classes)`."""
         k = self.num_classes
         batch = tf.shape(x)[0]
-        every_class = tf.tile(x, tf.concat([[k], tf.ones([x.shape.rank - 1], tf.int32)], 0))
-        classes = tf.one_hot(tf.repeat(tf.range(k), batch), k)
+        every_class, classes = self._every_class(x)
         terms = self._bound_terms(
             every_class, num_samples, iwae, beta, training=training, condition=classes
         )
@@ -150,6 +148,12 @@ class SemiSupervisedVAE(ConditionalVAE):
             per_class(terms["kl"]),
             terms["decoder_params"],
         )
+
+    def _every_class(self, x):
+        """`x` once per class, class-major `(num_classes * batch, ...)`, and the one-hot classes."""
+        k = self.num_classes
+        every_class = tf.tile(x, tf.concat([[k], tf.ones([x.shape.rank - 1], tf.int32)], 0))
+        return every_class, tf.one_hot(tf.repeat(tf.range(k), tf.shape(x)[0]), k)
 
     def call(self, inputs, training=None):
         x, labels = self._unpack(inputs)
@@ -198,8 +202,7 @@ class SemiSupervisedVAE(ConditionalVAE):
         for start in range(0, n, batch_size):
             batch = x[start : start + batch_size]
             size = int(batch.shape[0])
-            every_class = tf.tile(batch, [k] + [1] * (x.shape.rank - 1))
-            classes = tf.one_hot(np.repeat(np.arange(k), size), k)
+            every_class, classes = self._every_class(batch)
             bound = self._evaluate_bound(every_class, num_samples, size * k, iwae, classes)
             parts.append(tf.transpose(tf.reshape(bound, [k, size])))
         return tf.concat(parts, 0) - math.log(k) if parts else tf.zeros([0, k])

@@ -174,9 +174,10 @@ class VAE(keras.Model):
         if isinstance(self.decoder_head, Categorical):
             targets = targets[..., 0]
         log_likelihood = -self.decoder_head.checked_nll(targets, decoder_params)  # (k, batch)
-        prior = latent.latent_prior(self.prior, self.latent_dim)
-        # log q(z|x) - log p(z) at each draw, (k, batch).
-        log_ratio = self.encoder_head.distribution(params).log_prob(z) - prior.log_prob(z)
+        if iwae or not self.analytic_kl:
+            # log q(z|x) - log p(z) at each draw, (k, batch).
+            prior = latent.latent_prior(self.prior, self.latent_dim)
+            log_ratio = self.encoder_head.distribution(params).log_prob(z) - prior.log_prob(z)
         if self.analytic_kl:
             kl = latent.analytic_kl(self.encoder_head, params, self.prior)
         else:
@@ -273,7 +274,8 @@ class VAE(keras.Model):
 
             self._bound_graph = tf.function(bound, jit_compile=True, reduce_retracing=True)
         x = tf.convert_to_tensor(x)
-        self._check_in_support(x)
+        if not isinstance(self.decoder_head, Categorical):
+            self.decoder_head.check_in_support(x, argument="x")
         parts = [
             self._bound_graph(
                 x[start : start + batch_size],
@@ -284,20 +286,6 @@ class VAE(keras.Model):
             for start in range(0, int(x.shape[0]), batch_size)
         ]
         return tf.concat(parts, 0) if parts else tf.zeros([0])
-
-    def _check_in_support(self, x):
-        """Raises if `x` lies outside the decoder's support (a graph would give -inf)."""
-        head = self.decoder_head
-        if isinstance(head, Categorical):
-            return
-        valid = head._in_support(tf.cast(x, "float32"))
-        if not bool(tf.reduce_all(valid)):
-            bad = tf.boolean_mask(x, tf.logical_not(valid)).numpy()
-            raise ValueError(
-                f"`x` must hold {head.support}, the support of the decoder's "
-                f"{type(head).__name__} head; {bad.size} value(s) are not, e.g. "
-                f"{np.unique(bad)[:5].tolist()}."
-            )
 
     # -- serving -----------------------------------------------------------
 
