@@ -118,6 +118,60 @@ def _serve_in_fresh_process(export_dir, x, tmp_path):
     return np.load(out)
 
 
+_SIGNATURES_SCRIPT = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("tfp_deepgen", "tensorflow_probability"):
+                raise ImportError("blocked in the serving check: " + name)
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    import tensorflow as tf
+
+    path, inputs_path, out_path = sys.argv[1:4]
+    loaded = tf.saved_model.load(path)
+    inputs = {}
+    for key, value in np.load(inputs_path).items():
+        signature, argument = key.split("/")
+        inputs.setdefault(signature, {})[argument] = tf.constant(value)
+    out = {}
+    for signature, arguments in inputs.items():
+        for name, value in loaded.signatures[signature](**arguments).items():
+            out[signature + "/" + name] = value.numpy()
+    np.savez(out_path, **out)
+    """
+)
+
+
+def serve_signatures(export_dir, requests, tmp_path):
+    """Runs named signatures of an export in a process without tfp_deepgen/TFP.
+
+    Args:
+        requests: `{signature: {input name: array}}` (the arrays keep their dtypes).
+
+    Returns:
+        `{"signature/output": array}`.
+    """
+    inputs = {
+        f"{signature}/{name}": np.asarray(value)
+        for signature, arguments in requests.items()
+        for name, value in arguments.items()
+    }
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    out = tmp_path / "served.npz"
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGNATURES_SCRIPT, export_dir, tmp_path / "inputs.npz", out],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return dict(np.load(out))
+
+
 def battery(cases):
     """Returns a pytest test class running every check on every case."""
     params = pytest.mark.parametrize("case", cases, ids=str)
