@@ -1,10 +1,12 @@
-"""Timing harness shared by `benchmarks/dropout.py` and `benchmarks/structure.py`.
+"""Timing harness shared by `benchmarks/dropout.py`, `structure.py` and `vae.py`.
 
 Same conventions as `benchmarks/layers.py`: one `tf.function` per training step
 (forward, softmax cross-entropy plus the layers' KL losses, backward, Adam
 update), contenders timed in interleaved rounds, medians reported.
 """
 
+import argparse
+import os
 import statistics
 import sys
 import time
@@ -94,3 +96,27 @@ def report(title, contenders, ratios, modes):
             ca, cb = contenders.get((a, mode)), contenders.get((b, mode))
             cells.append(f"{ca.ms / cb.ms:8.2f}" if ca and cb else f"{'-':>8}")
         print(f"  {a + '/' + b:<28}" + "".join(cells))
+
+
+def parse_timing_args(description, argv=None, rounds=6, budget=0.25, quick_budget=0.1):
+    """Parses `--quick` / `--xla-only`, sets the timing schedule and prints the set-up.
+
+    Adds to the namespace `warmup`, `steps`, `rounds`, `budget` (seconds per
+    contender and round) and `modes` (`("xla",)` or `("xla", "graph")`).
+    """
+    import tfp_deepgen as tdg
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
+    parser.add_argument("--xla-only", action="store_true", help="skip graph-mode contenders")
+    args = parser.parse_args(argv)
+    args.warmup, args.steps, args.rounds = (2, 5, 3) if args.quick else (5, 20, rounds)
+    args.budget = quick_budget if args.quick else budget
+    args.modes = ("xla",) if args.xla_only else ("xla", "graph")
+    print(
+        f"tf {tf.__version__}, keras {keras.__version__}, tfp_deepgen {tdg.__version__}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; warm-up "
+        f"{args.warmup} steps, then {args.rounds} round-robin rounds of <= {args.steps} "
+        f"steps (<= {args.budget:.2f} s) per contender"
+    )
+    return args

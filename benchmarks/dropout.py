@@ -38,7 +38,6 @@ as any other value, so ``pruned`` runs at ``keras`` speed; ``svd-mean`` also rec
 the ``log alpha`` mask on every call.
 """
 
-import argparse
 import os
 import sys
 
@@ -47,7 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _harness import Contender, make_forward, make_step, report, run_contenders  # noqa: E402
+from _harness import Contender, make_forward, make_step, parse_timing_args, report, run_contenders  # noqa: E402
 
 import tfp_deepgen as tdg  # noqa: E402
 
@@ -106,19 +105,10 @@ def sparsify(model, rng):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
-    parser.add_argument("--xla-only", action="store_true", help="skip graph-mode contenders")
-    args = parser.parse_args(argv)
-    args.warmup, args.steps, args.rounds = (2, 5, 3) if args.quick else (5, 20, 8)
-    args.budget = 0.2 if args.quick else 0.5
-    modes = ("xla",) if args.xla_only else ("xla", "graph")
-    print(
-        f"tf {tf.__version__}, keras {keras.__version__}, tfp_deepgen {tdg.__version__}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; warm-up "
-        f"{args.warmup} steps, then {args.rounds} round-robin rounds of <= {args.steps} "
-        f"steps (<= {args.budget:.1f} s) per contender"
+    args = parse_timing_args(
+        __doc__.split("\n", 1)[0], argv, rounds=8, budget=0.5, quick_budget=0.2
     )
+    modes = args.modes
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((BATCH, 784)).astype("float32"))
     y = tf.constant(rng.integers(0, 10, BATCH).astype("int32"))

@@ -32,7 +32,6 @@ No targets: the ratios are printed as measurements. Unlike pruned zeros, removed
 shrink the matmuls, so ``shrunk`` should beat ``keras``.
 """
 
-import argparse
 import os
 import sys
 
@@ -41,7 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _harness import Contender, make_forward, make_step, report, run_contenders  # noqa: E402
+from _harness import Contender, make_forward, make_step, parse_timing_args, report, run_contenders  # noqa: E402
 
 import tfp_deepgen as tdg  # noqa: E402
 
@@ -95,19 +94,10 @@ def close_gates(model, rng):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
-    parser.add_argument("--xla-only", action="store_true", help="skip graph-mode contenders")
-    args = parser.parse_args(argv)
-    args.warmup, args.steps, args.rounds = (2, 5, 3) if args.quick else (5, 20, 6)
-    args.budget = 0.1 if args.quick else 0.25
-    modes = ("xla",) if args.xla_only else ("xla", "graph")
-    print(
-        f"tf {tf.__version__}, keras {keras.__version__}, tfp_deepgen {tdg.__version__}, "
-        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; warm-up "
-        f"{args.warmup} steps, then {args.rounds} round-robin rounds of <= {args.steps} "
-        f"steps (<= {args.budget:.2f} s) per contender"
+    args = parse_timing_args(
+        __doc__.split("\n", 1)[0], argv, rounds=6, budget=0.25, quick_budget=0.1
     )
+    modes = args.modes
     rng = np.random.default_rng(0)
     for name, (sizes, batch, kl) in SHAPES.items():
         x = tf.constant(rng.standard_normal((batch, sizes[0])).astype("float32"))

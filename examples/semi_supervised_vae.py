@@ -88,6 +88,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from _figures import tile
 from matplotlib.figure import Figure
 
 import tfp_deepgen as tdg
@@ -124,8 +125,7 @@ def load_binarized(dataset, seed):
         (x_train, y_train), (x_test, y_test) = tdg.datasets.load_digits(
             test_fraction=0.2, seed=seed
         )
-    rng = np.random.default_rng(seed)
-    x_train, x_test = [(rng.uniform(size=x.shape) < x).astype("float32") for x in (x_train, x_test)]
+    x_train, x_test = tdg.datasets.binarize(x_train, x_test, seed=seed)
     return (x_train, y_train), (x_test, y_test)
 
 
@@ -242,19 +242,6 @@ def train_supervised(x, y, hidden, epochs, lr):
     full_batches = tf.data.Dataset.from_tensors((x, y)).repeat(epochs)
     model.fit(full_batches, epochs=1, shuffle=False, verbose=0)
     return model, time.perf_counter() - start
-
-
-def tile(images, side, columns, pad=1):
-    """`(n, side * side)` images as one array, `columns` per row, on a light gray grid."""
-    rows = len(images) // columns
-    cell = side + pad
-    canvas = np.full((rows * cell - pad, columns * cell - pad), 0.25)
-    for index, image in enumerate(images[: rows * columns]):
-        row, column = divmod(index, columns)
-        canvas[row * cell : row * cell + side, column * cell : column * cell + side] = (
-            image.reshape(side, side)
-        )
-    return canvas
 
 
 def plot(model, x_test, side, path, columns=10):

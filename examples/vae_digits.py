@@ -85,6 +85,7 @@ import keras
 import numpy as np
 import scipy.stats
 import tensorflow as tf
+from _figures import tile
 from matplotlib.figure import Figure
 
 import tfp_deepgen as tdg
@@ -129,8 +130,7 @@ def load_binarized(dataset, seed):
         (x_train, _), (x_test, _) = tdg.datasets.load_mnist()
     else:
         (x_train, _), (x_test, _) = tdg.datasets.load_digits(test_fraction=0.2, seed=seed)
-    rng = np.random.default_rng(seed)
-    return [(rng.uniform(size=x.shape) < x).astype("float32") for x in (x_train, x_test)]
+    return tdg.datasets.binarize(x_train, x_test, seed=seed)
 
 
 def build_vae(num_pixels, hidden, latent, k, analytic_kl, pixel_means, seed, name, bound="iwae"):
@@ -201,19 +201,6 @@ def evaluate(model, x, eval_samples):
     posterior_means = model.posterior(x).mean().numpy()
     active = int(np.sum(posterior_means.var(axis=0) > ACTIVE_THRESHOLD))
     return neg_elbo, nll, active
-
-
-def tile(images, side, columns, pad=1):
-    """`(n, side * side)` images as one array, `columns` per row, on a light gray grid."""
-    rows = len(images) // columns
-    cell = side + pad
-    canvas = np.full((rows * cell - pad, columns * cell - pad), 0.25)
-    for index, image in enumerate(images[: rows * columns]):
-        row, column = divmod(index, columns)
-        canvas[row * cell : row * cell + side, column * cell : column * cell + side] = (
-            image.reshape(side, side)
-        )
-    return canvas
 
 
 def plot_samples(named_models, side, path):

@@ -25,7 +25,14 @@ import numpy as np
 
 from tfp_deepgen import _validation
 
-__all__ = ["load_digits", "load_mnist", "load_mnist_5k", "load_diabetes", "load_boston_housing"]
+__all__ = [
+    "load_digits",
+    "load_mnist",
+    "load_mnist_5k",
+    "load_diabetes",
+    "load_boston_housing",
+    "binarize",
+]
 
 _INSTALL_HINT = 'pip install "tfp_deepgen[examples]"'
 
@@ -327,3 +334,23 @@ def load_boston_housing(test_fraction=0.2, seed=0, standardize=True):
     """
     features, targets = _boston_housing_raw()
     return _regression(features, targets, test_fraction, seed, standardize)
+
+
+def binarize(*images, seed=0):
+    """Binary images: each gray level p in [0, 1] replaced by one Bernoulli(p) draw.
+
+    A static binarization (one fixed draw per pixel, from a seeded NumPy
+    generator), as in many binarized-MNIST benchmarks. Several arrays draw
+    from one stream, in order.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> (x_train, _), (x_test, _) = tdg.datasets.load_digits()
+    >>> b_train, b_test = tdg.datasets.binarize(x_train, x_test, seed=0)
+    >>> sorted(set(b_train.ravel().tolist()))
+    [0.0, 1.0]
+    """
+    rng = np.random.default_rng(seed)
+    binary = [(rng.uniform(size=np.shape(x)) < x).astype("float32") for x in images]
+    return binary[0] if len(binary) == 1 else binary
