@@ -188,3 +188,175 @@ def test_load_mnist_without_its_package_says_how_to_install(monkeypatch):
             datasets.load_mnist()
     finally:
         datasets._mnist_raw.cache_clear()
+
+
+# corpus, (num_train, num_test), vocabulary size when 5000 words are asked for
+CORPORA = [("wikipedia", (200, 50), 5000), ("lee", (234, 59), 3219)]
+
+
+@pytest.mark.parametrize("corpus, sizes, max_vocabulary", CORPORA)
+def test_word_counts_shapes_dtypes_and_vocabulary(corpus, sizes, max_vocabulary):
+    from gensim.parsing.preprocessing import STOPWORDS
+
+    (train, test), vocabulary = datasets.load_word_counts(corpus, vocabulary_size=5000)
+    assert train.dtype == test.dtype == np.float32
+    assert (len(train), len(test)) == sizes
+    assert train.shape[1] == test.shape[1] == len(vocabulary) == max_vocabulary
+    assert all(isinstance(word, str) for word in vocabulary)
+    assert len(set(vocabulary)) == len(vocabulary)
+    counts = np.concatenate([train, test])
+    assert counts.min() >= 0 and np.array_equal(counts, np.round(counts))
+    assert np.all(counts.sum(axis=1) > 0)
+    # Columns in vocabulary order: most frequent first, each word in >= 2 documents.
+    totals = counts.sum(axis=0)
+    assert np.all(np.diff(totals) <= 0)
+    assert np.all((counts > 0).sum(axis=0) >= 2)
+    assert not set(vocabulary) & STOPWORDS
+    assert min(len(word) for word in vocabulary) >= 3
+    assert len(np.unique(counts, axis=0)) == len(counts)  # no duplicate documents
+
+
+def test_word_counts_top_words_are_a_prefix_of_larger_vocabularies():
+    (small, _), small_vocabulary = datasets.load_word_counts("wikipedia", vocabulary_size=2000)
+    (large, _), large_vocabulary = datasets.load_word_counts("wikipedia", vocabulary_size=5000)
+    assert small.shape == (200, 2000)
+    assert large_vocabulary[:2000] == small_vocabulary
+    np.testing.assert_array_equal(large[:, :2000], small)
+    # The text is stemmed: "univers" (university, universe) but not "university".
+    assert "univers" in small_vocabulary and "university" not in large_vocabulary
+    assert small_vocabulary[:3] == ["state", "time", "american"]
+
+
+def test_word_counts_lee_words_are_raw_tokens():
+    (_, _), vocabulary = datasets.load_word_counts("lee")
+    assert {"australia", "government", "police"} <= set(vocabulary)
+    assert vocabulary[0] == "said"
+
+
+def test_word_counts_drop_documents_without_vocabulary_words():
+    (train, test), vocabulary = datasets.load_word_counts("lee", vocabulary_size=1)
+    assert vocabulary == ["said"]
+    counts = np.concatenate([train, test])
+    assert np.all(counts[:, 0] > 0)
+    assert 0 < len(counts) < 293
+
+
+@pytest.mark.parametrize("corpus", ["wikipedia", "lee"])
+def test_word_counts_split_is_deterministic_and_partitions_documents(corpus):
+    (train, test), vocabulary = datasets.load_word_counts(corpus, test_fraction=0.3, seed=7)
+    (train2, test2), vocabulary2 = datasets.load_word_counts(corpus, test_fraction=0.3, seed=7)
+    np.testing.assert_array_equal(train, train2)
+    np.testing.assert_array_equal(test, test2)
+    assert vocabulary == vocabulary2
+    (other, _), other_vocabulary = datasets.load_word_counts(corpus, test_fraction=0.3, seed=8)
+    assert other_vocabulary == vocabulary  # the vocabulary does not depend on the split
+    assert not np.array_equal(train, other)
+    n = len(train) + len(test)
+    assert len(test) == round(0.3 * n)
+    # Same documents overall, none dropped or repeated.
+    (train_default, test_default), _ = datasets.load_word_counts(corpus)
+    whole = np.concatenate([train_default, test_default])
+    split = np.concatenate([train, test])
+    np.testing.assert_array_equal(np.unique(split, axis=0), np.unique(whole, axis=0))
+    assert len(np.unique(split, axis=0)) == n
+
+
+def test_word_counts_results_are_writable_copies():
+    (train, _), vocabulary = datasets.load_word_counts("lee")
+    train[0, 0] = -1.0
+    vocabulary.append("<appended>")
+    (train2, _), vocabulary2 = datasets.load_word_counts("lee")
+    assert train2[0, 0] >= 0 and "<appended>" not in vocabulary2
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"corpus": "news"}, "corpus"),
+        ({"corpus": None}, "corpus"),
+        ({"vocabulary_size": 0}, "vocabulary_size"),
+        ({"vocabulary_size": 2.5}, "vocabulary_size"),
+        ({"vocabulary_size": True}, "vocabulary_size"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"seed": -1}, "seed"),
+        ({"seed": "0"}, "seed"),
+    ],
+)
+def test_word_counts_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        datasets.load_word_counts(**kwargs)
+
+
+def test_word_counts_without_gensim_names_the_install_command(monkeypatch):
+    datasets._corpus_tokens.cache_clear()
+    datasets._corpus_counts.cache_clear()
+    monkeypatch.setitem(sys.modules, "gensim", None)  # makes `import gensim` fail
+    try:
+        with pytest.raises(ImportError, match=r'pip install "tfp_deepgen\[examples\]"'):
+            datasets.load_word_counts("lee")
+    finally:
+        monkeypatch.undo()
+        datasets._corpus_tokens.cache_clear()
+        datasets._corpus_counts.cache_clear()
+
+
+@pytest.mark.parametrize("observed_fraction", [0.5, 0.2, 0.9])
+def test_split_document_words_is_exact(observed_fraction):
+    (_, test), _ = datasets.load_word_counts("lee")
+    observed, heldout = datasets.split_document_words(test, observed_fraction, seed=1)
+    assert observed.shape == heldout.shape == test.shape
+    assert observed.dtype == heldout.dtype == np.float32
+    np.testing.assert_array_equal(observed + heldout, test)
+    assert observed.min() >= 0 and heldout.min() >= 0
+    lengths = test.sum(axis=1)
+    expected = [round(observed_fraction * int(n)) for n in lengths]
+    np.testing.assert_array_equal(observed.sum(axis=1), expected)
+
+
+def test_split_document_words_is_deterministic_and_accepts_integer_lists():
+    counts = np.random.default_rng(0).poisson(2.0, size=(20, 30))
+    observed, heldout = datasets.split_document_words(counts, seed=3)
+    observed2, heldout2 = datasets.split_document_words(counts.tolist(), seed=3)
+    np.testing.assert_array_equal(observed, observed2)
+    np.testing.assert_array_equal(heldout, heldout2)
+    other, _ = datasets.split_document_words(counts, seed=4)
+    assert not np.array_equal(observed, other)
+    np.testing.assert_array_equal(observed + heldout, counts)
+    # An empty document stays empty.
+    counts[0] = 0
+    observed, heldout = datasets.split_document_words(counts, seed=3)
+    assert observed[0].sum() == heldout[0].sum() == 0
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        np.ones(5),
+        np.ones((2, 3, 4)),
+        np.array([[1.0, -1.0]]),
+        np.array([[1.5, 2.0]]),
+        np.array([[1.0, np.nan]]),
+        np.array([[1.0, np.inf]]),
+        np.array([["a", "b"]]),
+        [[1, 2], [3]],
+    ],
+    ids=["1-D", "3-D", "negative", "fractional", "nan", "inf", "strings", "ragged"],
+)
+def test_split_document_words_bad_counts_raise(counts):
+    with pytest.raises(ValueError, match="`counts` must be a 2-D array of non-negative integer"):
+        datasets.split_document_words(counts)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"observed_fraction": 0.0}, "observed_fraction"),
+        ({"observed_fraction": 1.0}, "observed_fraction"),
+        ({"observed_fraction": "0.5"}, "observed_fraction"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 0.5}, "seed"),
+    ],
+)
+def test_split_document_words_bad_arguments_raise(kwargs, name):
+    with pytest.raises(ValueError, match=f"`{name}` must be"):
+        datasets.split_document_words(np.ones((2, 3)), **kwargs)
