@@ -6,7 +6,8 @@
 """
 
 from tfp_deepgen.models.conditional_vae import ConditionalVAE
+from tfp_deepgen.models.deep_exponential_family import DeepExponentialFamily
 from tfp_deepgen.models.semi_supervised_vae import UNLABELLED, SemiSupervisedVAE
 from tfp_deepgen.models.vae import VAE
 
-__all__ = ["VAE", "ConditionalVAE", "SemiSupervisedVAE", "UNLABELLED"]
+__all__ = ["VAE", "ConditionalVAE", "SemiSupervisedVAE", "UNLABELLED", "DeepExponentialFamily"]
