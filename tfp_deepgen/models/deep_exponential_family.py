@@ -39,10 +39,16 @@ class DeepExponentialFamily(keras.Model):
     Top-layer priors: Gamma(prior_shape, prior_rate), Poisson(prior_rate),
     Bernoulli(1/2) and N(0, 1).
 
-    Inference is amortized: an encoder network (on `log1p(x)` for count data)
-    gives each document's q over every layer, independent across layers and
-    units. Gamma latents get a log-normal q and Normal latents a Normal q,
-    both reparameterized; Poisson and Bernoulli latents get a q of their own
+    Inference is amortized: an encoder network (on `log1p(x)` for count data,
+    each hidden layer batch-normalized as in Srivastava & Sutton's ProdLDA,
+    synchronized across replicas) gives each document's q over every layer,
+    independent across layers and units. Without the normalization the
+    encoder's shared offset lets one unit explain every document early on and
+    the others die; with it, the factors of a known gamma-Poisson model are
+    recovered (`tests/test_deep_exponential_family.py`).
+
+    Gamma latents get a log-normal q and Normal latents a Normal q, both
+    reparameterized; Poisson and Bernoulli latents get a q of their own
     family and the score-function (BBVI) gradient with a leave-one-out
     baseline over the `num_samples` draws as control variate. Weights get a
     log-normal (gamma weights) or Normal q whose KL counts `1/num_examples`
@@ -50,6 +56,9 @@ class DeepExponentialFamily(keras.Model):
     maximum likelihood. All gamma quantities are sampled and scored in log
     space, so the sparse shape 0.1, whose float32 draws underflow to 0, gives
     finite losses and gradients.
+
+    Inside `tdg.layers.sampling_mode(model, "mean")` every draw is replaced
+    by q's mean (a deterministic evaluation of the same objective).
 
     `fit(x)` takes an N x V matrix (dense, or a `tf.SparseTensor` densified a
     batch at a time) and minimizes the negative ELBO per document. It logs
@@ -148,7 +157,7 @@ class DeepExponentialFamily(keras.Model):
             for i, units in enumerate(self.encoder_units)
         ]
         self.encoder_norms = [
-            keras.layers.BatchNormalization(name=f"encoder_{i}_normalization")
+            keras.layers.BatchNormalization(synchronized=True, name=f"encoder_{i}_normalization")
             for i in range(len(self.encoder_units))
         ]
         num_parameters = vf.num_parameters(self.latent)
@@ -244,17 +253,19 @@ class DeepExponentialFamily(keras.Model):
         return raws
 
     def _weight_draws(self, sample):
-        """Draws of the weights and their KL (summed, not yet per document)."""
+        """Draws (or with `sample=False` posterior means) of the weights, and their KL.
+
+        The KL is summed over the weights, not yet divided among documents;
+        at the means it is the one-point value of `log q - log p`.
+        """
         draws, kl = [], tf.constant(0.0)
         for index, loc in enumerate(self.weight_locs):
             raw = [loc, self.weight_scales[index]] if self.variational_weights else [loc]
             if not self.variational_weights:
                 draws.append(vf.point(self.weight_family, raw))
                 continue
-            if not sample:
-                draws.append(_mean_draw(self.weight_family, raw))
-                continue
-            draw, log_q = vf.sample(self.weight_family, raw, None, self.sampler.next_seed())
+            seed = self.sampler.next_seed() if sample else None
+            draw, log_q = vf.sample(self.weight_family, raw, None, seed, at_mean=not sample)
             log_p = ef.log_prob(
                 self.weight_family, draw, self._weight_prior_parameter(), shape=self.weight_shape
             )
@@ -287,10 +298,12 @@ class DeepExponentialFamily(keras.Model):
         """Per-document ELBO pieces from `num_samples` draws of the latents."""
         x = _dense(x)
         raws = self._posterior_raw(x, training)
-        weights, weights_kl = self._weight_draws(sample_weights)
+        sample = self.sampler.sampling_enabled
+        weights, weights_kl = self._weight_draws(sample_weights and sample)
         draws, log_q = [], 0.0
         for raw in raws:
-            draw, layer_log_q = vf.sample(self.latent, raw, num_samples, self.sampler.next_seed())
+            seed = self.sampler.next_seed() if sample else None
+            draw, layer_log_q = vf.sample(self.latent, raw, num_samples, seed, at_mean=not sample)
             draws.append(draw)
             log_q += tf.reduce_sum(layer_log_q, -1)  # (k, batch)
         log_p = 0.0
@@ -596,14 +609,6 @@ def _posterior_bias(family, size):
     if family in vf.REPARAMETERIZED:
         return keras.initializers.Constant(np.concatenate([np.zeros(size), np.full(size, -2.0)]))
     return "zeros"
-
-
-def _mean_draw(family, raw):
-    """The posterior mean of a weight matrix as a `Draw`."""
-    mean = vf.mean(family, raw)
-    if family == "gamma":
-        return ef.Draw(mean, raw[0] + 0.5 * tf.square(vf.scale_of(raw[1])))
-    return ef.Draw(mean, None)
 
 
 def _dense(x):

@@ -52,7 +52,7 @@ def _normal_log_prob(value, loc, scale):
     return -0.5 * tf.square((value - loc) / scale) - tf.math.log(scale) - _HALF_LOG_TWO_PI
 
 
-def sample(family, raw, num_samples, seed):
+def sample(family, raw, num_samples, seed, at_mean=False):
     """`num_samples` draws from q and their elementwise `log q`.
 
     Args:
@@ -60,6 +60,9 @@ def sample(family, raw, num_samples, seed):
         raw: List of `num_parameters(family)` raw parameter tensors.
         num_samples: Leading sample dimension of the result, or None for none.
         seed: int32 seed of shape `[2]`.
+        at_mean: Return q's mean (for gamma: the log-normal's median times
+            `exp(s**2 / 2)`) instead of draws, with `log q` there; a
+            deterministic evaluation mode.
 
     Returns:
         `(Draw, log_q)`, both of shape `(num_samples, *raw[0].shape)`.
@@ -68,21 +71,29 @@ def sample(family, raw, num_samples, seed):
     shape = tf.shape(loc) if num_samples is None else tf.concat([[num_samples], tf.shape(loc)], 0)
     if family in REPARAMETERIZED:
         scale = scale_of(tf.convert_to_tensor(raw[1], "float32"))
-        value = loc + scale * random.normal(shape, seed)
+        if at_mean:
+            offset = 0.5 * tf.square(scale) if family == "gamma" else 0.0
+            value = tf.broadcast_to(loc + offset, shape)
+        else:
+            value = loc + scale * random.normal(shape, seed)
         log_q = _normal_log_prob(value, loc, scale)
         if family == "gamma":
             return Draw(tf.exp(value), value), log_q - value
         return Draw(value, None), log_q
     if family == "poisson":
-        rate = tf.nn.softplus(loc) + _MIN_SCALE
-        rate = tf.broadcast_to(rate, shape)
-        value = tfp.distributions.Poisson(rate=rate).sample(seed=seed)
-        value = tf.stop_gradient(value)
+        rate = tf.broadcast_to(tf.nn.softplus(loc) + _MIN_SCALE, shape)
+        if at_mean:
+            value = rate
+        else:
+            value = tf.stop_gradient(tfp.distributions.Poisson(rate=rate).sample(seed=seed))
         return Draw(value, None), value * tf.math.log(rate) - rate - tf.math.lgamma(value + 1.0)
     if family == "bernoulli":
         logits = tf.broadcast_to(loc, shape)
-        uniform = tf.random.stateless_uniform(shape, seed)
-        value = tf.cast(uniform < tf.sigmoid(logits), "float32")
+        if at_mean:
+            value = tf.sigmoid(logits)
+        else:
+            uniform = tf.random.stateless_uniform(shape, seed)
+            value = tf.cast(uniform < tf.sigmoid(logits), "float32")
         return Draw(value, None), value * logits - tf.nn.softplus(logits)
     raise ValueError(f"Unknown family {family!r}.")
 
