@@ -49,12 +49,17 @@ def _data(observation):
 # -- an independent computation of the ELBO with TFP distributions ------------
 
 
+def _scale(raw):
+    """q's scale: softplus, bent smoothly below 3."""
+    return 3.0 * tf.tanh((tf.nn.softplus(raw) + 1e-4) / 3.0)
+
+
 def _q(family, raw):
     loc = raw[0]
     if family == "gamma":
-        return tfd.LogNormal(loc, tf.nn.softplus(raw[1]) + 1e-4)
+        return tfd.LogNormal(loc, _scale(raw[1]))
     if family == "normal":
-        return tfd.Normal(loc, tf.nn.softplus(raw[1]) + 1e-4)
+        return tfd.Normal(loc, _scale(raw[1]))
     if family == "poisson":
         return tfd.Poisson(rate=tf.nn.softplus(loc) + 1e-4)
     return tfd.Bernoulli(logits=loc, dtype=tf.float32)
@@ -98,7 +103,7 @@ def _reference_elbo(model, x, num_draws, seed=7):
         else tfd.Normal(0.0, 1.0)
     )
     q_w = [
-        w_family(loc, tf.nn.softplus(scale) + 1e-4)
+        w_family(loc, _scale(scale))
         for loc, scale in zip(model.weight_locs, model.weight_scales, strict=True)
     ]
     w = [q.sample(num_draws, seed=next(seeds)) for q in q_w]
@@ -405,3 +410,26 @@ def test_mirrored_strategy_matches_single_device():
     mirrored.fit(x, batch_size=16, epochs=2, verbose=0)
     for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_wide_posteriors_are_capped_and_stay_finite():
+    """An unused unit's q drifts towards the sparse gamma prior (log z spread ~10):
+    q scales are bent below 3, so draws and losses stay finite."""
+    from tfp_deepgen.models import variational_families
+
+    model = DEF([4, 2], num_examples=10, seed=0)
+    model.build((None, 5))
+    for layer in model.posterior_layers:
+        bias = layer.bias.numpy()
+        bias[: bias.size // 2] = 20.0  # log z around 20
+        bias[bias.size // 2 :] = 100.0  # raw scales far beyond the cap
+        layer.bias.assign(bias)
+    for scale in model.weight_scales:
+        scale.assign(tf.fill(scale.shape, 100.0))
+    assert float(variational_families.scale_of(tf.constant(100.0))) <= 3.0
+    with tf.GradientTape() as tape:
+        terms = model._terms(tf.constant(_counts()), 64, training=True)
+        loss = -tf.reduce_mean(terms["surrogate"]) + terms["weights_kl"]
+    gradients = tape.gradient(loss, model.trainable_variables)
+    assert np.isfinite(loss.numpy())
+    assert all(np.all(np.isfinite(g.numpy())) for g in gradients)

@@ -28,8 +28,11 @@ OBSERVATION_FAMILIES = ("poisson", "bernoulli", "normal")
 POSITIVE_FAMILIES = ("gamma", "poisson", "bernoulli")
 
 # Means below exp(LOG_FLOOR) are floored there: a Poisson or gamma with mean 0
-# has no density at positive values.
+# has no density at positive values. Means above exp(LOG_CEILING) are capped,
+# so that exp() of a mean stays finite in float32.
 LOG_FLOOR = -60.0
+LOG_CEILING = 60.0
+_TINY = math.exp(LOG_FLOOR)
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 
 Draw = collections.namedtuple("Draw", ["value", "log_value"])
@@ -59,7 +62,7 @@ def log_positive_matmul(log_a, log_b):
     shift_a = tf.stop_gradient(tf.reduce_max(log_a, -1, keepdims=True))
     shift_b = tf.stop_gradient(tf.reduce_max(log_b, 0, keepdims=True))
     scaled = _matmul(tf.exp(log_a - shift_a), tf.exp(log_b - shift_b))
-    return shift_a + shift_b + tf.math.log(tf.maximum(scaled, math.exp(LOG_FLOOR)))
+    return shift_a + shift_b + tf.math.log(tf.maximum(scaled, _TINY))
 
 
 def _log_softplus(x):
@@ -83,12 +86,13 @@ def child_parameter(family, parent, weights, positive):
     kind = parameter_kind(family)
     if kind == "log_mean" and positive:
         if parent.log_value is not None and weights.log_value is not None:
-            return tf.maximum(log_positive_matmul(parent.log_value, weights.log_value), LOG_FLOOR)
-        eta = _matmul(parent.value, weights.value)
-        return tf.math.log(tf.maximum(eta, math.exp(LOG_FLOOR)))
+            log_mean = log_positive_matmul(parent.log_value, weights.log_value)
+        else:
+            log_mean = tf.math.log(tf.maximum(_matmul(parent.value, weights.value), _TINY))
+        return tf.clip_by_value(log_mean, LOG_FLOOR, LOG_CEILING)
     eta = _matmul(parent.value, weights.value)
     if kind == "log_mean":
-        return tf.maximum(_log_softplus(eta), LOG_FLOOR)
+        return tf.clip_by_value(_log_softplus(eta), LOG_FLOOR, LOG_CEILING)
     return eta
 
 

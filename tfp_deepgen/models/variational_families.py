@@ -36,6 +36,11 @@ REPARAMETERIZED = ("gamma", "normal")
 _HALF_LOG_TWO_PI = 0.5 * math.log(2.0 * math.pi)
 # Keeps Poisson rates and q scales away from 0 (a degenerate q has no density).
 _MIN_SCALE = 1e-4
+# Caps q scales (smoothly). A unit the model does not use drifts towards its
+# prior, and the sparse gamma's log z has a standard deviation near 10 at shape
+# 0.1: log-normal draws exp(m + 10 * eps) then overflow float32 and a single
+# draw with a non-negligible weight row turns the loss into millions or NaN.
+MAX_SCALE = 3.0
 
 
 def num_parameters(family):
@@ -44,8 +49,14 @@ def num_parameters(family):
 
 
 def scale_of(raw_scale):
-    """The positive scale of a log-normal or normal q from its raw parameter."""
-    return tf.nn.softplus(raw_scale) + _MIN_SCALE
+    """The scale of a log-normal or normal q from its raw parameter.
+
+    `softplus(raw)` for small scales, bent smoothly to at most `MAX_SCALE`
+    (`MAX_SCALE * tanh(softplus(raw) / MAX_SCALE)`, so the gradient never
+    vanishes abruptly).
+    """
+    scale = tf.nn.softplus(raw_scale) + _MIN_SCALE
+    return MAX_SCALE * tf.tanh(scale / MAX_SCALE)
 
 
 def _normal_log_prob(value, loc, scale):
