@@ -433,3 +433,28 @@ def test_wide_posteriors_are_capped_and_stay_finite():
     gradients = tape.gradient(loss, model.trainable_variables)
     assert np.isfinite(loss.numpy())
     assert all(np.all(np.isfinite(g.numpy())) for g in gradients)
+
+
+def test_inference_steps_raise_each_documents_elbo():
+    model = DEF([4, 2], num_examples=6, encoder_units=(8,), seed=2)
+    model.compile(keras.optimizers.Adam(1e-2))
+    x = _counts()
+    model.fit(x, epochs=3, verbose=0)
+    encoder_raws = model._local_posterior(tf.constant(x), 0)
+    refined_raws = model._local_posterior(tf.constant(x), 200)
+
+    def elbo(raws):
+        terms = model._terms(tf.constant(x), 4000, sample_weights=False, raws=raws)
+        return tf.reduce_mean(terms["elbo"], 0).numpy()
+
+    assert np.all(elbo(refined_raws) > elbo(encoder_raws) + 0.1)
+    refined = model.transform(x, inference_steps=50)
+    assert [tuple(m.shape) for m in refined] == [(6, 4), (6, 2)]
+    observed, heldout = tdg.datasets.split_document_words(x, 0.5, seed=0)
+    assert np.isfinite(float(model.perplexity(observed, heldout, inference_steps=20)))
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="inference_steps"):
+            model.transform(x, inference_steps=bad)
+    discrete = DEF([2], latent="poisson", num_examples=6, seed=0)
+    with pytest.raises(ValueError, match="reparameterized"):
+        discrete.transform(x, inference_steps=5)

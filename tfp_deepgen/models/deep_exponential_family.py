@@ -294,10 +294,14 @@ class DeepExponentialFamily(keras.Model):
             scale = tf.nn.softplus(self.observation_scale) + 1e-4
         return tf.reduce_sum(ef.log_prob(self.observation, x, parameter, scale=scale), -1)
 
-    def _terms(self, x, num_samples, training=False, sample_weights=True):
-        """Per-document ELBO pieces from `num_samples` draws of the latents."""
+    def _terms(self, x, num_samples, training=False, sample_weights=True, raws=None):
+        """Per-document ELBO pieces from `num_samples` draws of the latents.
+
+        `raws` replaces the encoder's q parameters (see `_refine`).
+        """
         x = _dense(x)
-        raws = self._posterior_raw(x, training)
+        if raws is None:
+            raws = self._posterior_raw(x, training)
         sample = self.sampler.sampling_enabled
         weights, weights_kl = self._weight_draws(sample_weights and sample)
         draws, log_q = [], 0.0
@@ -344,10 +348,66 @@ class DeepExponentialFamily(keras.Model):
 
     # -- public methods ------------------------------------------------------
 
-    def transform(self, x):
-        """Posterior mean of each latent layer given `x`: a list, bottom layer first."""
+    def transform(self, x, inference_steps=0):
+        """Posterior mean of each latent layer given `x`: a list, bottom layer first.
+
+        Args:
+            x: Data, shape `(documents, columns)`.
+            inference_steps: Steps of per-document optimization of q after the
+                encoder's guess (see `perplexity`); 0 uses the encoder alone.
+        """
         x = self._checked(x, "x")
-        return [vf.mean(self.latent, raw) for raw in self._posterior_raw(x)]
+        return [vf.mean(self.latent, raw) for raw in self._local_posterior(x, inference_steps)]
+
+    def _local_posterior(self, x, inference_steps):
+        """q's raw parameters for `x`: the encoder's, refined for `inference_steps` steps."""
+        if isinstance(inference_steps, bool) or not isinstance(inference_steps, numbers.Integral):
+            raise ValueError(
+                f"`inference_steps` must be an integer >= 0. Received: "
+                f"inference_steps={inference_steps!r}"
+            )
+        if inference_steps < 0:
+            raise ValueError(
+                f"`inference_steps` must be an integer >= 0. Received: "
+                f"inference_steps={inference_steps!r}"
+            )
+        if not self.built:
+            self.build(tuple(x.shape))
+        raws = self._posterior_raw(x)
+        if inference_steps == 0:
+            return raws
+        return self._refine(x, raws, int(inference_steps))
+
+    def _refine(self, x, raws, steps, learning_rate=0.05, num_samples=8):
+        """Per-document q parameters optimized by Adam on each document's ELBO.
+
+        Starts from the encoder's output (semi-amortized inference, Kim et al.
+        2018), with the weights at their posterior mean: it closes the gap
+        between the encoder's guess and the best q for each document, which
+        is widest for inputs unlike the training documents (such as the
+        observed halves of document completion).
+        """
+        if not self.reparameterized:
+            raise ValueError(
+                f"`inference_steps` needs reparameterized latents (gamma or normal); this "
+                f"model has latent={self.latent!r}."
+            )
+        variables = [[keras.Variable(part, trainable=True) for part in raw] for raw in raws]
+        flat = [v for raw in variables for v in raw]
+        optimizer = keras.optimizers.Adam(learning_rate)
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                current = [[tf.convert_to_tensor(v) for v in raw] for raw in variables]
+                terms = self._terms(x, num_samples, sample_weights=False, raws=current)
+                objective = tf.reduce_sum(terms["surrogate"])
+            gradients = tape.gradient(objective, flat)
+            optimizer.apply_gradients(zip([-g for g in gradients], flat, strict=True))
+
+        for _ in range(steps):
+            step()
+        return [[tf.convert_to_tensor(v) for v in raw] for raw in variables]
 
     def weight_means(self):
         """Posterior means (or point estimates) of the weight matrices, bottom first.
@@ -401,13 +461,21 @@ class DeepExponentialFamily(keras.Model):
         """
         return self._evaluate(x, num_samples, batch_size, "log_likelihood")
 
-    def perplexity(self, x_observed, x_heldout, num_samples=100, batch_size=None):
+    def perplexity(
+        self, x_observed, x_heldout, num_samples=100, inference_steps=0, batch_size=None
+    ):
         """Held-out perplexity by document completion (Poisson observations).
 
-        q(z | x_observed) comes from the encoder; each held-out word's
-        probability is `E_q[rate_v / sum_w rate_w]`, averaged over
-        `num_samples` draws of z at the weights' posterior mean. Returns
+        q(z | x_observed) comes from the encoder, or with `inference_steps`
+        > 0 from that many Adam steps (learning rate 0.05, 8 draws) on each
+        document's ELBO starting there; each held-out word's probability is
+        `E_q[rate_v / sum_w rate_w]`, averaged over `num_samples` draws of z
+        at the weights' posterior mean. Returns
         `exp(-sum log p(held-out words) / number of held-out words)`.
+
+        An encoder trained on whole documents sees only halves here; a few
+        hundred inference steps close most of that gap (gamma and normal
+        latents).
         """
         if self.observation != "poisson":
             raise ValueError(
@@ -421,13 +489,20 @@ class DeepExponentialFamily(keras.Model):
                 f"`x_observed` and `x_heldout` must have the same shape; got "
                 f"{tuple(x_observed.shape)} and {tuple(x_heldout.shape)}."
             )
-        log_probs = self._evaluate(x_observed, num_samples, batch_size, "heldout", extra=x_heldout)
+        if inference_steps:
+            raws = self._local_posterior(x_observed, inference_steps)
+            _validation.positive_int("num_samples", num_samples)
+            log_probs = self._heldout_log_prob(x_observed, x_heldout, num_samples, raws)
+        else:
+            log_probs = self._evaluate(
+                x_observed, num_samples, batch_size, "heldout", extra=x_heldout
+            )
         total = tf.reduce_sum(x_heldout)
         return tf.exp(-tf.reduce_sum(log_probs) / total)
 
-    def _heldout_log_prob(self, x_observed, x_heldout, num_samples):
+    def _heldout_log_prob(self, x_observed, x_heldout, num_samples, raws=None):
         """Per-document log p(held-out words | observed words)."""
-        terms = self._terms(x_observed, num_samples, sample_weights=False)
+        terms = self._terms(x_observed, num_samples, sample_weights=False, raws=raws)
         log_rate = self._observation_parameter(terms["draws"][0], terms["weights"])
         word_probs = tf.reduce_mean(tf.nn.softmax(log_rate, -1), 0)
         return tf.reduce_sum(x_heldout * tf.math.log(word_probs + 1e-30), -1)
