@@ -1,4 +1,4 @@
-"""Timing harness shared by `benchmarks/dropout.py`, `structure.py` and `vae.py`.
+"""Timing harness shared by `benchmarks/dropout.py`, `structure.py`, `vae.py` and `def.py`.
 
 Same conventions as `benchmarks/layers.py`: one `tf.function` per training step
 (forward, softmax cross-entropy plus the layers' KL losses, backward, Adam
@@ -35,6 +35,31 @@ def make_step(model, jit_compile):
         return loss
 
     return step
+
+
+def make_loss_step(variables, loss_fn, jit_compile):
+    """One training step minimizing `loss_fn(x)`: forward, backward, Adam update."""
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(variables)
+
+    @tf.function(jit_compile=jit_compile, autograph=False)
+    def step(x):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(x)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        return loss
+
+    return step
+
+
+def added_losses(model):
+    """`x -> ` the sum of the losses `model` adds when called on x (generative models)."""
+
+    def loss(x):
+        model(x, training=True)
+        return tf.add_n(model.losses)
+
+    return loss
 
 
 def make_forward(model, jit_compile):

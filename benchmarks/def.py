@@ -65,7 +65,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from _harness import Contender, parse_timing_args, report, run_contenders  # noqa: E402
+from _harness import (  # noqa: E402
+    Contender,
+    added_losses,
+    make_loss_step,
+    parse_timing_args,
+    report,
+    run_contenders,
+)
 
 import tfp_deepgen as tdg  # noqa: E402
 
@@ -178,39 +185,6 @@ class HandWrittenDEF(keras.Model):
         return -tf.reduce_mean(log_likelihood - local_kl) + weights_kl / self.num_examples
 
 
-def hand_written_step(model, jit_compile):
-    """A training step of the hand-written DEF."""
-    variables = model.trainable_variables
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(variables)
-
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def step(x):
-        with tf.GradientTape() as tape:
-            loss = model.negative_elbo(x)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    return step
-
-
-def tdg_step(model, jit_compile):
-    """A training step of `tdg.models.DeepExponentialFamily` (what `fit` runs, less bookkeeping)."""
-    variables = model.trainable_variables
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(variables)
-
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def step(x):
-        with tf.GradientTape() as tape:
-            model(x, training=True)
-            loss = tf.add_n(model.losses)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    return step
-
-
 def make_models(sizes, num_columns, num_examples):
     """A built tdg DEF and the hand-written ones (keras, Philox normals), same weights."""
     model = tdg.models.DeepExponentialFamily(sizes, num_examples=num_examples, seed=0)
@@ -311,9 +285,13 @@ def main(argv=None):
             # Separate models per mode, equal weights; each step owns its Adam.
             model, hand, hand_philox = make_models(sizes, num_columns, num_examples)
             steps = {
-                "hand": hand_written_step(hand, mode == "xla"),
-                "hand-philox": hand_written_step(hand_philox, mode == "xla"),
-                "tdg": tdg_step(model, mode == "xla"),
+                "hand": make_loss_step(hand.trainable_variables, hand.negative_elbo, mode == "xla"),
+                "hand-philox": make_loss_step(
+                    hand_philox.trainable_variables, hand_philox.negative_elbo, mode == "xla"
+                ),
+                "tdg": make_loss_step(
+                    model.trainable_variables, added_losses(model), mode == "xla"
+                ),
             }
             for kind in KINDS:
                 contenders[kind, mode] = Contender(f"{kind} ({mode})", steps[kind], (x,))

@@ -33,7 +33,14 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
-from _harness import Contender, parse_timing_args, report, run_contenders  # noqa: E402
+from _harness import (  # noqa: E402
+    Contender,
+    added_losses,
+    make_loss_step,
+    parse_timing_args,
+    report,
+    run_contenders,
+)
 
 import tfp_deepgen as tdg  # noqa: E402
 
@@ -64,8 +71,6 @@ def hand_written_step(data_dim, hidden, latent_dim, use_tfp, jit_compile):
     """A training step of a VAE written without tfp_deepgen."""
     encoder, decoder = mlp(data_dim, hidden, 2 * latent_dim), mlp(latent_dim, hidden, data_dim)
     variables = encoder.trainable_variables + decoder.trainable_variables
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(variables)
     seeds = keras.random.SeedGenerator(0)
 
     def negative_elbo(x):
@@ -90,14 +95,7 @@ def hand_written_step(data_dim, hidden, latent_dim, use_tfp, jit_compile):
             )
         return -tf.reduce_mean(log_likelihood - kl)
 
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def step(x):
-        with tf.GradientTape() as tape:
-            loss = negative_elbo(x)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    return step
+    return make_loss_step(variables, negative_elbo, jit_compile)
 
 
 def tdg_step(data_dim, hidden, latent_dim, num_importance_samples, jit_compile):
@@ -108,19 +106,7 @@ def tdg_step(data_dim, hidden, latent_dim, num_importance_samples, jit_compile):
     decoder = keras.Sequential([mlp(latent_dim, hidden, p.input_size), p])
     vae = tdg.models.VAE(encoder, decoder, num_importance_samples=num_importance_samples, seed=0)
     vae.build((None, data_dim))
-    variables = vae.trainable_variables
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(variables)
-
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def step(x):
-        with tf.GradientTape() as tape:
-            vae(x, training=True)
-            loss = tf.add_n(vae.losses)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
-    return step
+    return make_loss_step(vae.trainable_variables, added_losses(vae), jit_compile)
 
 
 def make(kind, shape, jit_compile):
