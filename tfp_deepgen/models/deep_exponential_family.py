@@ -10,6 +10,7 @@ import tensorflow as tf
 from tfp_deepgen import _validation
 from tfp_deepgen.models import exponential_families as ef
 from tfp_deepgen.models import variational_families as vf
+from tfp_deepgen.models._batches import in_batches
 from tfp_deepgen.models.latent import LatentSampler
 
 __all__ = ["DeepExponentialFamily"]
@@ -361,12 +362,11 @@ class DeepExponentialFamily(keras.Model):
 
     def _local_posterior(self, x, inference_steps):
         """q's raw parameters for `x`: the encoder's, refined for `inference_steps` steps."""
-        if isinstance(inference_steps, bool) or not isinstance(inference_steps, numbers.Integral):
-            raise ValueError(
-                f"`inference_steps` must be an integer >= 0. Received: "
-                f"inference_steps={inference_steps!r}"
-            )
-        if inference_steps < 0:
+        if (
+            isinstance(inference_steps, bool)
+            or not isinstance(inference_steps, numbers.Integral)
+            or inference_steps < 0
+        ):
             raise ValueError(
                 f"`inference_steps` must be an integer >= 0. Received: "
                 f"inference_steps={inference_steps!r}"
@@ -527,16 +527,7 @@ class DeepExponentialFamily(keras.Model):
                 return tf.reduce_logsumexp(terms["elbo"], 0) - math.log(num_samples)
 
             self._evaluation_graph = tf.function(evaluate, jit_compile=True, reduce_retracing=True)
-        parts = [
-            self._evaluation_graph(
-                x[start : start + batch_size],
-                None if extra is None else extra[start : start + batch_size],
-                num_samples,
-                kind,
-            )
-            for start in range(0, int(x.shape[0]), batch_size)
-        ]
-        return tf.concat(parts, 0) if parts else tf.zeros([0])
+        return in_batches(self._evaluation_graph, x, extra, batch_size, num_samples, kind)
 
     def _checked(self, x, argument):
         x = _dense(tf.convert_to_tensor(x) if not isinstance(x, tf.SparseTensor) else x)

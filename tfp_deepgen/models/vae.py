@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfp_deepgen import _validation
 from tfp_deepgen.heads import Categorical
 from tfp_deepgen.models import latent
+from tfp_deepgen.models._batches import in_batches
 
 __all__ = ["VAE"]
 
@@ -276,16 +277,7 @@ class VAE(keras.Model):
         x = tf.convert_to_tensor(x)
         if not isinstance(self.decoder_head, Categorical):
             self.decoder_head.check_in_support(x, argument="x")
-        parts = [
-            self._bound_graph(
-                x[start : start + batch_size],
-                None if condition is None else condition[start : start + batch_size],
-                num_samples,
-                iwae,
-            )
-            for start in range(0, int(x.shape[0]), batch_size)
-        ]
-        return tf.concat(parts, 0) if parts else tf.zeros([0])
+        return in_batches(self._bound_graph, x, condition, batch_size, num_samples, iwae)
 
     # -- serving -----------------------------------------------------------
 
