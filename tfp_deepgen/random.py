@@ -19,7 +19,7 @@ True
 
 import tensorflow as tf
 
-__all__ = ["normal", "normal_from_words", "rademacher"]
+__all__ = ["normal", "normal_from_words", "rademacher", "uniform"]
 
 _MANTISSA_BITS = 24
 
@@ -85,3 +85,18 @@ def rademacher(shape, seed, dtype="float32"):
     bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(words, tf.range(32, dtype=tf.int32)), 1)
     signs = tf.cast(2 * bits - 1, dtype)
     return tf.reshape(tf.reshape(signs, [-1])[:size], shape)
+
+
+def uniform(shape, seed, dtype="float32"):
+    """Uniform draws on [0, 1) from Philox bits.
+
+    Args:
+        shape: Output shape (list, tuple or 1-D int tensor; may be dynamic).
+        seed: int32 tensor of shape `[2]`.
+        dtype: Floating dtype of the result; computed in float32.
+
+    Returns:
+        A tensor of `shape` and `dtype`.
+    """
+    draws = tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32, alg="philox")
+    return tf.cast(draws, dtype)

@@ -38,16 +38,16 @@ def head_of(model, argument, allowed=DistributionHead):
     return head
 
 
-def checked_prior(prior):
+def checked_prior(prior, argument="prior"):
     """The latent prior: a `tfp_deepgen.priors` prior with a proper density (default N(0, 1))."""
-    prior = priors.get(prior, "prior")
+    prior = priors.get(prior, argument)
     if prior is None:
         return priors.Normal(0.0, 1.0)
     try:
         prior.distribution((1,))
     except (NotImplementedError, ValueError) as error:
         raise ValueError(
-            f"`prior` must have a proper density to sample latents from; {prior!r} "
+            f"`{argument}` must have a proper density to sample latents from; {prior!r} "
             f"has none ({error}). Use tdg.priors.Normal or ScaleMixtureNormal."
         ) from None
     return prior
