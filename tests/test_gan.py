@@ -560,3 +560,14 @@ def test_compile_and_fit_refuse_what_does_not_apply():
     gan = _compile(_gan())
     with pytest.raises(ValueError, match="`x` holds examples of shape \\(2,\\)"):
         gan.fit(np.zeros((8, 2), "float32"), epochs=1, verbose=0)
+
+
+def test_players_without_input_shapes_are_built_from_the_data():
+    generator = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
+    discriminator = keras.Sequential([keras.layers.Dense(1)])
+    gan = _compile(tdg.models.GAN(generator, discriminator, 2, seed=0), jit_compile=True)
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+    history = gan.fit(x, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history.history["d_loss"][0])
+    assert discriminator.built and tuple(discriminator.layers[0].kernel.shape) == (3, 1)
+    assert gan.predict(np.zeros((4, 2), "float32"), verbose=0).shape == (4, 3)
