@@ -38,8 +38,8 @@ def _compile(gan, learning_rate=1e-3, **kwargs):
     return gan
 
 
-def _log_sigmoid(t):
-    return -np.logaddexp(0.0, -t)
+def _sigmoid(t):
+    return 1 / (1 + np.exp(-t))
 
 
 # -- the losses on fixed scores ----------------------------------------------
@@ -179,14 +179,15 @@ def _tanh_discriminator():
 
 
 @pytest.mark.parametrize(
-    ("loss", "make_discriminator", "to_probability", "tolerance"),
+    ("loss", "make_discriminator", "to_probability", "training", "tolerance"),
     [
-        ("non_saturating", _quadratic_discriminator, lambda s: 1 / (1 + np.exp(-s)), 0.02),
-        ("least_squares", _tanh_discriminator, lambda s: s, 0.05),
+        # training: (batch size, epochs, initial learning rate)
+        ("non_saturating", _quadratic_discriminator, _sigmoid, (2000, 40, 0.05), 0.03),
+        ("least_squares", _tanh_discriminator, lambda s: s, (1000, 30, 0.03), 0.06),
     ],
 )
 def test_trained_discriminator_matches_the_optimal_discriminator(
-    loss, make_discriminator, to_probability, tolerance
+    loss, make_discriminator, to_probability, training, tolerance
 ):
     """Generator frozen to N(1, 0.7^2), data N(0, 1): D*(x) = p_data / (p_data + p_g).
 
@@ -194,7 +195,8 @@ def test_trained_discriminator_matches_the_optimal_discriminator(
     (x, x^2) holds the quadratic log-ratio of two Gaussians exactly. For the
     least-squares loss the score itself is D(x), and D* is not quadratic:
     a small tanh network learns it. Measured on a grid where both densities
-    hold mass; the tolerance covers the finite sample and optimization.
+    hold mass. Measured over 5 seeds: largest errors 0.003-0.011 (cross-entropy)
+    and 0.015-0.031 (least squares); the tolerances leave room for that spread.
     """
     generator = keras.Sequential(
         [
@@ -207,17 +209,18 @@ def test_trained_discriminator_matches_the_optimal_discriminator(
         ]
     )
     generator.trainable = False
+    batch_size, epochs, learning_rate = training
     gan = tdg.models.GAN(generator, make_discriminator(), latent_dim=1, loss=loss, seed=3)
     gan.compile(
         generator_optimizer="adam",
         # A decaying step lets Adam settle at the optimum instead of hovering around it.
         discriminator_optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(0.03, 600)
+            keras.optimizers.schedules.CosineDecay(learning_rate, 20000 // batch_size * epochs)
         ),
         jit_compile=True,
     )
     x = np.random.default_rng(0).normal(size=(20000, 1)).astype("float32")
-    gan.fit(x, epochs=30, batch_size=1000, verbose=0)
+    gan.fit(x, epochs=epochs, batch_size=batch_size, verbose=0)
     grid = np.linspace(-1.5, 2.5, 41, dtype="float32")[:, None]
     p_data, p_g = stats.norm.pdf(grid[:, 0]), stats.norm.pdf(grid[:, 0], 1.0, 0.7)
     optimal = p_data / (p_data + p_g)
