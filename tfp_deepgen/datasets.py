@@ -8,7 +8,9 @@ stratified, so each class keeps its share in both halves; the test split holds
 `round(test_fraction * n)` examples. For topic models, `load_word_counts`
 reads text corpora shipped with gensim and returns document-by-word count
 matrices, and `split_document_words` splits each document's words for
-document-completion perplexity. Install the extras with
+document-completion perplexity. One generator is synthetic by design:
+`gaussian_mixture_2d` draws the 2-D ring and grid of Gaussians on which GANs'
+mode collapse is measured. Install the extras with
 `pip install "tfp_deepgen[examples]"`.
 
 Example:
@@ -38,6 +40,7 @@ __all__ = [
     "load_word_counts",
     "split_document_words",
     "binarize",
+    "gaussian_mixture_2d",
 ]
 
 _INSTALL_HINT = 'pip install "tfp_deepgen[examples]"'
@@ -537,3 +540,56 @@ def binarize(*images, seed=0):
     rng = np.random.default_rng(seed)
     binary = [(rng.uniform(size=np.shape(x)) < x).astype("float32") for x in images]
     return binary[0] if len(binary) == 1 else binary
+
+
+# The 2-D mixtures of VEEGAN (Srivastava et al. 2017) and PacGAN (Lin et al. 2018):
+# (modes, stddev) per name.
+_MIXTURES_2D = {
+    "ring": (
+        np.stack([np.cos(2 * np.pi * np.arange(8) / 8), np.sin(2 * np.pi * np.arange(8) / 8)], 1),
+        0.01,
+    ),
+    "grid": (np.array([(i, j) for i in range(-4, 5, 2) for j in range(-4, 5, 2)], float), 0.05),
+}
+
+
+def gaussian_mixture_2d(name="ring", num_samples=10000, seed=0):
+    """Samples from the 2-D Gaussian mixtures of the GAN mode-collapse benchmark.
+
+    The synthetic data of VEEGAN (Srivastava et al., 2017) and PacGAN (Lin et
+    al., 2018; their `synthetic_data_experiments` code), generated here, not
+    read from a package. Every component has the same weight and an
+    isotropic standard deviation:
+
+    - `"ring"`: 8 Gaussians at `(cos 2 pi i / 8, sin 2 pi i / 8)`,
+      i = 0..7, on the unit circle, stddev 0.01;
+    - `"grid"`: 25 Gaussians at `(i, j)`, i, j in {-4, -2, 0, 2, 4}
+      (row-major, i outer), stddev 0.05.
+
+    Score generated samples against the returned modes with
+    `tdg.metrics.mixture_quality(samples, modes, stddev)`.
+
+    Args:
+        name: `"ring"` or `"grid"`.
+        num_samples: Positive integer, the number of points.
+        seed: Integer >= 0 fixing the draw; same seed, same points.
+
+    Returns:
+        `(samples, modes, stddev)`: float32 points `(num_samples, 2)`, each
+        drawn from a uniformly chosen component; float32 component means
+        `(num_modes, 2)`; and the components' stddev (a float).
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> samples, modes, stddev = tdg.datasets.gaussian_mixture_2d("grid", 1000, seed=0)
+    >>> samples.shape, samples.dtype.name, modes.shape, stddev
+    ((1000, 2), 'float32', (25, 2), 0.05)
+    """
+    name = _validation.one_of("name", name, tuple(_MIXTURES_2D))
+    num_samples = _validation.positive_int("num_samples", num_samples)
+    rng = np.random.default_rng(_check_seed(seed))
+    modes, stddev = _MIXTURES_2D[name]
+    components = rng.integers(len(modes), size=num_samples)
+    samples = modes[components] + stddev * rng.standard_normal((num_samples, 2))
+    return samples.astype(np.float32), modes.astype(np.float32), stddev
