@@ -203,8 +203,8 @@ def test_recovers_the_factors_of_a_one_layer_gamma_poisson_model():
     z = rng.gamma(0.5, 20.0, (1000, 3))
     x = rng.poisson(z @ true_weights).astype("float32")
     model = DEF([3], num_examples=1000, encoder_units=(64,), seed=0)
-    model.compile(keras.optimizers.Adam(3e-3))
-    history = model.fit(x, epochs=300, batch_size=100, verbose=0)
+    model.compile(keras.optimizers.Adam(1e-2))
+    history = model.fit(x, epochs=100, batch_size=100, verbose=0)
     learned = np.asarray(model.weight_means()[0])
 
     def normalize(rows):
