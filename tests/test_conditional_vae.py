@@ -124,6 +124,8 @@ def test_conditional_errors_name_the_labels():
         cvae.fit(x, epochs=1, verbose=0)
     with pytest.raises(ValueError, match=r"class ids in \[0, 3\)"):
         cvae.elbo(x, labels + 3)
+    with pytest.raises(ValueError, match="integer class ids"):
+        cvae.elbo(x, labels + 0.5)
     with pytest.raises(ValueError, match="one class id per example"):
         cvae.encode(x, np.eye(NUM_CLASSES)[labels])
     with pytest.raises(ValueError, match="`num_classes`"):

@@ -298,6 +298,24 @@ def test_discriminator_steps_update_the_discriminator_k_times_per_generator_upda
     assert int(gan.discriminator_optimizer.iterations) == 12
 
 
+def test_fit_leaves_each_player_on_its_optimizers_moving_average():
+    gan = _gan()
+    gan.compile(
+        generator_optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.9),
+        discriminator_optimizer=keras.optimizers.Adam(1e-2, use_ema=True, ema_momentum=0.8),
+    )
+    x = np.random.default_rng(0).normal(size=(64, 1)).astype("float32")
+    gan.fit(x, epochs=2, batch_size=16, verbose=0)
+    for player, optimizer in (
+        (gan.generator, gan.generator_optimizer),
+        (gan.discriminator, gan.discriminator_optimizer),
+    ):
+        averages = optimizer._model_variables_moving_average
+        assert len(averages) == len(player.trainable_weights)
+        for weight, average in zip(player.trainable_weights, averages, strict=True):
+            np.testing.assert_array_equal(weight.numpy(), average.numpy())
+
+
 def test_evaluate_reports_the_game_without_updating_anything():
     gan = _compile(_gan("hinge"))
     x = np.random.default_rng(0).normal(size=(64, 1)).astype("float32")

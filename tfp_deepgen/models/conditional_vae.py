@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation
+from tfp_deepgen.models._labels import one_hot_labels
 from tfp_deepgen.models.vae import VAE, decoder_mean
 
 __all__ = ["ConditionalVAE"]
@@ -65,21 +66,7 @@ class ConditionalVAE(VAE):
         labels = tf.convert_to_tensor(labels)
         if self.num_classes is None:
             return tf.cast(labels, "float32")
-        if labels.shape.rank == 2 and labels.shape[-1] == 1:
-            labels = labels[:, 0]
-        if labels.shape.rank != 1:
-            raise ValueError(
-                f"`labels` must hold one class id per example, shape (batch,), for "
-                f"num_classes={self.num_classes}; got shape {tuple(labels.shape)}."
-            )
-        if tf.executing_eagerly() and labels.shape[0]:
-            ids = tf.cast(labels, "int64").numpy()
-            if ids.min() < 0 or ids.max() >= self.num_classes:
-                raise ValueError(
-                    f"`labels` must be class ids in [0, {self.num_classes}); got values "
-                    f"from {ids.min()} to {ids.max()}."
-                )
-        return tf.one_hot(tf.cast(labels, "int32"), self.num_classes)
+        return one_hot_labels(labels, self.num_classes)
 
     # -- the Keras model -----------------------------------------------------
 

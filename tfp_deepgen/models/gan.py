@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation, random
 from tfp_deepgen.models import gan_losses, latent
+from tfp_deepgen.models._labels import network_inputs, one_hot_labels
 
 __all__ = ["GAN"]
 
@@ -167,34 +168,14 @@ class GAN(keras.Model):
 
     def condition(self, labels):
         """One-hot vectors of integer class ids `labels`, shape `(batch, num_classes)`."""
-        labels = tf.convert_to_tensor(labels)
-        if labels.shape.rank == 2 and labels.shape[-1] == 1:
-            labels = labels[:, 0]
-        if labels.shape.rank != 1:
-            raise ValueError(
-                f"`labels` must hold one class id per example, shape (batch,); got shape "
-                f"{tuple(labels.shape)}."
-            )
-        if tf.executing_eagerly() and labels.shape[0]:
-            ids = labels.numpy()
-            if ids.dtype.kind == "f" and not np.all(ids == np.round(ids)):
-                raise ValueError(f"`labels` must be integer class ids; got values like {ids[:5]}.")
-            if ids.min() < 0 or ids.max() >= self.num_classes:
-                raise ValueError(
-                    f"`labels` must be class ids in [0, {self.num_classes}); got values in "
-                    f"[{ids.min()}, {ids.max()}]."
-                )
-        return tf.one_hot(tf.cast(labels, tf.int32), self.num_classes)
-
-    def _inputs(self, tensor, condition):
-        return tensor if condition is None else [tensor, condition]
+        return one_hot_labels(labels, self.num_classes)
 
     def _generate(self, z, condition, training=False):
-        return self.generator(self._inputs(z, condition), training=training)
+        return self.generator(network_inputs(z, condition), training=training)
 
     def _scores(self, x, condition, training=False):
         """Discriminator scores as float32, shape `(batch,)`."""
-        scores = self.discriminator(self._inputs(x, condition), training=training)
+        scores = self.discriminator(network_inputs(x, condition), training=training)
         return tf.reshape(tf.cast(scores, tf.float32), [-1])
 
     def sample_latents(self, count):
@@ -276,6 +257,23 @@ class GAN(keras.Model):
         for key in ("generator_optimizer", "discriminator_optimizer"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         self.compile(**config)
+
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`; afterwards each player takes its optimizer's final values.
+
+        Keras finalizes only `model.optimizer`, so an optimizer with `use_ema=True`
+        would otherwise leave its player on the raw weights rather than their moving
+        average.
+        """
+        history = super().fit(*args, **kwargs)
+        if history.epoch:
+            for player, optimizer in (
+                (self.generator, self.generator_optimizer),
+                (self.discriminator, self.discriminator_optimizer),
+            ):
+                if player.trainable_weights and optimizer.built:
+                    optimizer.finalize_variable_values(player.trainable_weights)
+        return history
 
     @property
     def metrics(self):

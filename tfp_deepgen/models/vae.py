@@ -10,6 +10,7 @@ from tfp_deepgen import _validation
 from tfp_deepgen.heads import Categorical
 from tfp_deepgen.models import latent
 from tfp_deepgen.models._batches import in_batches
+from tfp_deepgen.models._labels import network_inputs
 
 __all__ = ["VAE"]
 
@@ -167,7 +168,7 @@ class VAE(keras.Model):
         the decoder.
         """
         x = tf.convert_to_tensor(x)
-        params = self.encoder(_inputs(x, condition), training=training)
+        params = self.encoder(network_inputs(x, condition), training=training)
         z = self.latent_sampler.posterior_sample(self.encoder_head, params, num_samples)
         decoder_params = self._decode_samples(z, training, condition)
         x_flat = tf.reshape(tf.cast(x, "float32"), [tf.shape(x)[0], -1])
@@ -202,7 +203,7 @@ class VAE(keras.Model):
                 tf.tile(condition[None], [tf.shape(z)[0], 1, 1]), [-1, condition.shape[-1]]
             )
         flat_z = tf.reshape(z, [-1, self.latent_dim])
-        flat = self.decoder(_inputs(flat_z, condition), training=training)
+        flat = self.decoder(network_inputs(flat_z, condition), training=training)
         return tf.reshape(flat, tf.concat([tf.shape(z)[:2], [self.decoder_head.output_size]], 0))
 
     # -- public methods ------------------------------------------------------
@@ -369,11 +370,6 @@ class VAE(keras.Model):
         for key in ("encoder", "decoder", "prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _inputs(tensor, condition):
-    """A model's inputs: `tensor`, or `[tensor, condition]` for conditional models."""
-    return tensor if condition is None else [tensor, condition]
 
 
 def decoder_mean(head, params):
