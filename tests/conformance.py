@@ -7,8 +7,9 @@ in `tests/test_conformance.py`. The battery checks, for each case:
 - `get_config` / `from_config` round trip;
 - `.keras` save -> `load_model(safe_mode=True)` continuing the same noise;
 - `fit` under `jit_compile=True`;
-- `model.export()` loading and running in a fresh Python process that
-  imports only TensorFlow (tfp_deepgen and TFP imports are blocked there);
+- `model.export()` loading and running in a separate Python process that
+  imports only TensorFlow (tfp_deepgen and TFP imports are blocked there;
+  see `serving_process.py`);
 - seed determinism: same seed, same numbers; successive calls differ;
 - gradients reaching every trainable variable;
 - `mixed_float16` and `mixed_bfloat16` policies;
@@ -20,14 +21,12 @@ in `tests/test_conformance.py`. The battery checks, for each case:
 import dataclasses
 import functools
 import json
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from serving_process import run_in_serving_process
 
 BATCH = 4
 POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -81,69 +80,12 @@ def _max_abs_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))))
 
 
-_FRESH_PROCESS_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tfp_deepgen", "tensorflow_probability"):
-                raise ImportError("blocked in the serving check: " + name)
-
-    sys.meta_path.insert(0, Block())
-    import numpy as np
-    import tensorflow as tf
-
-    path, x_path, out_path = sys.argv[1:4]
-    loaded = tf.saved_model.load(path)
-    x = tf.constant(np.load(x_path))
-    first = loaded.serve(x).numpy()
-    second = loaded.serve(x).numpy()
-    np.savez(out_path, first=first, second=second)
-    """
-)
-
-
 def _serve_in_fresh_process(export_dir, x, tmp_path):
     """Runs the export's `serve` twice on `x` in a process without tfp_deepgen/TFP."""
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out.npz"
-    result = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS_SCRIPT, export_dir, tmp_path / "x.npy", out],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_in_serving_process("serve_twice", export_dir, tmp_path / "x.npy", out)
     return np.load(out)
-
-
-_SIGNATURES_SCRIPT = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("tfp_deepgen", "tensorflow_probability"):
-                raise ImportError("blocked in the serving check: " + name)
-
-    sys.meta_path.insert(0, Block())
-    import numpy as np
-    import tensorflow as tf
-
-    path, inputs_path, out_path = sys.argv[1:4]
-    loaded = tf.saved_model.load(path)
-    inputs = {}
-    for key, value in np.load(inputs_path).items():
-        signature, argument = key.split("/")
-        inputs.setdefault(signature, {})[argument] = tf.constant(value)
-    out = {}
-    for signature, arguments in inputs.items():
-        for name, value in loaded.signatures[signature](**arguments).items():
-            out[signature + "/" + name] = value.numpy()
-    np.savez(out_path, **out)
-    """
-)
 
 
 def serve_signatures(export_dir, requests, tmp_path):
@@ -162,13 +104,7 @@ def serve_signatures(export_dir, requests, tmp_path):
     }
     np.savez(tmp_path / "inputs.npz", **inputs)
     out = tmp_path / "served.npz"
-    result = subprocess.run(
-        [sys.executable, "-c", _SIGNATURES_SCRIPT, export_dir, tmp_path / "inputs.npz", out],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_in_serving_process("run_signatures", export_dir, tmp_path / "inputs.npz", out)
     return dict(np.load(out))
 
 
