@@ -36,6 +36,8 @@ Contenders (``xla`` = ``tf.function(jit_compile=True)``, ``graph`` = without XLA
   trainable noise scale (no softplus, no KL, no seed splitting) and, for flipout and local
   reparameterization, the second linear map with its gradients. ``ours/ideal`` is the
   overhead of the library's bookkeeping; ``ideal/floor`` that of the estimator itself.
+- ``ideal+kl`` (``--ideal``): the ideal plus the library's analytic KL of
+  ``N(kernel, s^2)`` against ``N(0, 1)`` (no softplus: ``s`` is used as it is).
 - ``ours``: ``tfp_deepgen.layers`` (Keras 3).
 - ``tfp.layers``: ``tfp.layers.*`` on tf_keras (Keras 2), default posteriors, the same
   analytic Normal(0, 1) KL scaled by 1/N.
@@ -48,6 +50,8 @@ Columns of the summary tables (all from the same run):
   (target >= 1.4).
 - ``ours/floor``: our step over the floor (target <= 1.25).
 - ``ours/ideal``: our step over the ideal.
+- ``+kl/floor``: the ideal plus the analytic KL (``ideal+kl``, ``--ideal``) over the
+  floor: what is left of the allowance once the KL, which every layer must add, is paid.
 
 Timings are wall-clock; the per-contender list also gives the interquartile range and the
 process CPU time per step, which is less disturbed by other processes sharing the cores.
@@ -79,6 +83,7 @@ TARGET_FLOOR = 1.25
 BATCH = 128
 NUM_EXAMPLES = 60_000  # KL weight 1/N, as for MNIST
 FLOOR_NOISE = 1e-6  # noise enters the floor's tensors scaled down; values are irrelevant
+STANDARD_NORMAL = tdg.priors.Normal(0.0, 1.0)
 
 
 # Floors --------------------------------------------------------------------------------
@@ -94,12 +99,14 @@ class _FloorMixin:
 
     With `ideal=True` it also does the estimator's minimal variational work: a trainable
     noise scale `s` (no softplus, no KL, no seed splitting) and, for flipout and local
-    reparameterization, the second linear map with its gradients.
+    reparameterization, the second linear map with its gradients. `ideal="kl"` adds
+    the library's analytic KL of `N(kernel, s^2)` against `N(0, 1)`, scaled by 1/N.
     """
 
     def _floor_init(self, estimator, ideal, seed):
         self.estimator = estimator
-        self.ideal = ideal
+        self.with_kl = ideal == "kl"
+        self.ideal = bool(ideal)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
@@ -150,6 +157,9 @@ class _FloorMixin:
                 variance = self._linear(tf.square(inputs), tf.square(scale))
                 noise = tf.sqrt(variance + 1e-12) * noise
             outputs += FLOOR_NOISE * noise
+        if self.with_kl:
+            kl = STANDARD_NORMAL.kl_divergence(self.kernel, self.noise_scale)
+            self.add_loss(kl / NUM_EXAMPLES)
         return self.activation(outputs + self.bias + shift)
 
 
@@ -189,8 +199,8 @@ def _keras_layers(kind, estimator):
     """(dense_factory, conv_factory) for a Keras 3 contender."""
     if kind == "keras":
         return keras.layers.Dense, keras.layers.Conv2D
-    if kind in ("floor", "ideal"):
-        ideal = kind == "ideal"
+    if kind in ("floor", "ideal", "ideal_kl"):
+        ideal = {"floor": False, "ideal": True, "ideal_kl": "kl"}[kind]
         return (
             lambda units, **kw: FloorDense(units, estimator, ideal, **kw),
             lambda filters, size, **kw: FloorConv2D(filters, size, estimator, ideal, **kw),
@@ -376,7 +386,7 @@ def bench_models(arch, args):
             return
         model, optimizer = built
         step = make_step(model, optimizer, jit, keras3=kind != "tfp")
-        name = "tfp.layers" if kind == "tfp" else kind
+        name = {"tfp": "tfp.layers", "ideal_kl": "ideal+kl"}.get(kind, kind)
         label = f"{name} {SHORT.get(estimator, '')} ({'xla' if jit else 'graph'})"
         contenders[kind, estimator, jit] = Contender(" ".join(label.split()), step, (x, y))
 
@@ -386,6 +396,7 @@ def bench_models(arch, args):
         add("floor", est, True)
         if args.ideal:
             add("ideal", est, True)
+            add("ideal_kl", est, True)
         for jit in (True, False):
             add("ours", est, jit)
             add("tfp", est, jit)
@@ -403,20 +414,18 @@ def bench_models(arch, args):
         "cnn": "CNN 28x28x1 conv32-pool-conv64-pool-dense10, batch 128",
     }[arch]
     print(f"\n== {title}: median ms/step ==")
-    header = ("estimator", "mode", "keras", "floor", "ideal", "ours", "tfp")
-    header += ("ours/keras", "tfp/ours", "ours/floor", "ours/ideal")
-    print("{:<10}{:<6}{:>8}{:>8}{:>8}{:>8}{:>8}{:>11}{:>9}{:>11}{:>11}".format(*header))
+    header = ("estimator", "mode", "keras", "floor", "ideal", "+kl", "ours", "tfp")
+    header += ("ours/keras", "tfp/ours", "ours/floor", "ours/ideal", "+kl/floor")
+    layout = "{:<10}{:<6}" + "{:>8}" * 6 + "{:>11}{:>9}{:>11}{:>11}{:>10}"
+    print(layout.format(*header))
     for est in ESTIMATORS:
         for jit in (True, False):
             k, f, i = ms("keras", None, jit), ms("floor", est, jit), ms("ideal", est, jit)
+            i_kl = ms("ideal_kl", est, jit)
             o, t = ms("ours", est, jit), ms("tfp", est, jit)
-            row = (SHORT[est], "xla" if jit else "graph", k, f, i, o, t)
-            row += (_ratio(o, k), _ratio(t, o), _ratio(o, f), _ratio(o, i))
-            print(
-                "{:<10}{:<6}{:>8.2f}{:>8.2f}{:>8.2f}{:>8.2f}{:>8.2f}{:>11}{:>9}{:>11}{:>11}".format(
-                    *row
-                ).replace(" nan", "   -")
-            )
+            row = (SHORT[est], "xla" if jit else "graph", k, f, i, i_kl, o, t)
+            row += (_ratio(o, k), _ratio(t, o), _ratio(o, f), _ratio(o, i), _ratio(i_kl, f))
+            print(layout.replace("{:>8}", "{:>8.2f}").format(*row).replace(" nan", "   -"))
     print(f"-- targets (xla): tfp/ours >= {TARGET_SPEEDUP}, ours/floor <= {TARGET_FLOOR} --")
     for est in ESTIMATORS:
         o, t, f = ms("ours", est, True), ms("tfp", est, True), ms("floor", est, True)
