@@ -31,7 +31,9 @@ from tfp_deepgen.layers.linear import PosteriorScaleSnapshot, _Untracked
 __all__ = ["MonteCarloPredictive", "predict"]
 
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
-_BISECTION_STEPS = 48
+# Bracket width / 2^28: far below Monte-Carlo error, and below 1 for counts
+# (so `floor(hi)` is the integer quantile) whenever the first bracket is under 2^28.
+_BISECTION_STEPS = 28
 _BRACKET_DOUBLINGS = 12
 _CLASSIFIER_OUTPUTS = (
     "probabilities",
@@ -360,12 +362,15 @@ def _mixture_quantiles(marginal, levels, means, variances, counts=False):
         return (i < _BRACKET_DOUBLINGS) & missing
 
     # A loop, not unrolled: XLA compiles each unrolled CDF evaluation anew.
-    _, lo, hi, _, _ = tf.while_loop(unbracketed, widen, (0, lo, hi, cdf(lo), cdf(hi)))
+    doublings, lo, hi, _, _ = tf.while_loop(unbracketed, widen, (0, lo, hi, cdf(lo), cdf(hi)))
 
     def bisect(_, lo, hi):
         mid = 0.5 * (lo + hi)
         below = cdf(mid) < q
         return _ + 1, tf.where(below, mid, lo), tf.where(below, hi, mid)
 
-    _, lo, hi = tf.while_loop(lambda i, *_: i < _BISECTION_STEPS, bisect, (0, lo, hi))
+    # Each doubling at most doubled the bracket, so one more step per doubling
+    # ends every search within 2^-28 of the first bracket's width.
+    steps = _BISECTION_STEPS + doublings
+    _, lo, hi = tf.while_loop(lambda i, *_: i < steps, bisect, (0, lo, hi))
     return hi
