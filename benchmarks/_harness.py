@@ -1,6 +1,6 @@
-"""Timing harness shared by `benchmarks/dropout.py`, `structure.py`, `vae.py` and `def.py`.
+"""Timing harness shared by the scripts in `benchmarks/`.
 
-Same conventions as `benchmarks/layers.py`: one `tf.function` per training step
+Conventions: one `tf.function` per training step
 (forward, softmax cross-entropy plus the layers' KL losses, backward, Adam
 update), contenders timed in interleaved rounds, medians reported.
 """
@@ -67,46 +67,76 @@ def make_forward(model, jit_compile):
     return tf.function(lambda x: tf.reduce_sum(model(x, training=False)), jit_compile=jit_compile)
 
 
+def read_all(result):
+    """Waits for a result by reading every tensor in it (a tensor or a nest of them)."""
+    for t in tf.nest.flatten(result):
+        t.numpy()
+
+
 class Contender:
-    """One timed function; keeps per-call wall-clock and process CPU times."""
+    """One timed function; keeps per-call wall-clock and process CPU times.
+
+    A contender whose warm-up raises keeps the error and is reported with it
+    instead of aborting the run.
+    """
 
     def __init__(self, label, fn, args):
         self.label, self.fn, self.args = label, fn, args
         self.wall, self.cpu = [], []
+        self.error = None
 
     def call(self):
         wall, cpu = time.perf_counter(), time.process_time()
-        float(self.fn(*self.args))  # reading the result waits for the step
+        read_all(self.fn(*self.args))  # reading the result waits for the step
         self.cpu.append(time.process_time() - cpu)
         self.wall.append(time.perf_counter() - wall)
+
+    def warm_up(self, calls):
+        try:
+            for _ in range(calls):
+                read_all(self.fn(*self.args))
+        except Exception as e:  # reported in the table instead of aborting the run
+            self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:100]}"
+
+    def time(self, calls, budget_s):
+        """Up to `calls` calls, fewer (at least 2) once `budget_s` seconds are spent."""
+        if self.error:
+            return
+        start = time.perf_counter()
+        for i in range(calls):
+            if i >= 2 and time.perf_counter() - start > budget_s:
+                break
+            self.call()
 
     @property
     def ms(self):
         return 1e3 * statistics.median(self.wall) if self.wall else float("nan")
 
-    def describe(self):
+    def describe(self, width=24):
+        if self.error:
+            return f"  {self.label:<{width}} ! {self.error}"
         q1, q3 = 1e3 * np.percentile(self.wall, [25, 75])
         cpu = 1e3 * statistics.median(self.cpu)
         return (
-            f"  {self.label:<24}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]"
+            f"  {self.label:<{width}}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]"
             f"  cpu {cpu:8.3f} ms  n={len(self.wall)}"
         )
 
 
-def run_contenders(contenders, args):
-    """Warms every contender up, then times them round-robin."""
+def run_contenders(contenders, args, steps=None, budget=None, width=24):
+    """Warms every contender up, then times them round-robin.
+
+    Reads `args.warmup`, `args.rounds`, and `args.steps` / `args.budget` unless
+    `steps` / `budget` (calls and seconds per contender and round) are given.
+    """
     for c in contenders:
         t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            float(c.fn(*c.args))
-        print(f"  {c.label:<24} warm in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        c.warm_up(args.warmup)
+        status = c.error or f"traced, compiled and warm in {time.perf_counter() - t0:.1f}s"
+        print(f"  {c.label:<{width}} {status}", file=sys.stderr, flush=True)
     for _ in range(args.rounds):
         for c in contenders:
-            start = time.perf_counter()
-            for i in range(args.steps):
-                if i >= 2 and time.perf_counter() - start > args.budget:
-                    break
-                c.call()
+            c.time(steps or args.steps, budget or args.budget)
 
 
 def report(title, contenders, ratios, modes):

@@ -59,9 +59,7 @@ process CPU time per step, which is less disturbed by other processes sharing th
 
 import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -70,6 +68,7 @@ warnings.filterwarnings("ignore", category=UserWarning)  # tfp.layers' Keras 2 d
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _harness import Contender, run_contenders  # noqa: E402
 
 import tfp_deepgen as tdg  # noqa: E402
 from tfp_deepgen import random  # noqa: E402
@@ -301,65 +300,7 @@ def make_step(model, optimizer, jit_compile, keras3):
     return step
 
 
-# Timing --------------------------------------------------------------------------------
-
-
-class Contender:
-    """One timed function; keeps per-call wall-clock and process CPU times."""
-
-    def __init__(self, label, fn, args):
-        self.label = label
-        self.fn = fn
-        self.args = args
-        self.wall = []
-        self.cpu = []
-        self.error = None
-
-    def warm_up(self, steps):
-        try:
-            for _ in range(steps):
-                float(self.fn(*self.args))
-        except Exception as e:  # report what does not work instead of aborting the run
-            self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:100]}"
-
-    def time(self, steps, budget_s):
-        """Up to `steps` calls, fewer (at least 2) once `budget_s` seconds are spent."""
-        if self.error:
-            return
-        start_round = time.perf_counter()
-        for i in range(steps):
-            if i >= 2 and time.perf_counter() - start_round > budget_s:
-                break
-            wall, cpu = time.perf_counter(), time.process_time()
-            float(self.fn(*self.args))  # reading the loss waits for the step
-            self.cpu.append(time.process_time() - cpu)
-            self.wall.append(time.perf_counter() - wall)
-
-    @property
-    def ms(self):
-        return 1e3 * statistics.median(self.wall) if self.wall else float("nan")
-
-    def describe(self):
-        if self.error:
-            return f"  {self.label:<44} ! {self.error}"
-        q1, q3 = 1e3 * np.percentile(self.wall, [25, 75])
-        cpu = 1e3 * statistics.median(self.cpu)
-        return (
-            f"  {self.label:<44}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]"
-            f"  cpu {cpu:8.3f} ms  n={len(self.wall)}"
-        )
-
-
-def run_contenders(contenders, warmup, rounds, steps_per_round, budget_s):
-    """Warms every contender up, then times them round-robin."""
-    for c in contenders:
-        t0 = time.perf_counter()
-        c.warm_up(warmup)
-        status = c.error or f"traced, compiled and warm in {time.perf_counter() - t0:.1f}s"
-        print(f"  {c.label:<44} {status}", file=sys.stderr, flush=True)
-    for _ in range(rounds):
-        for c in contenders:
-            c.time(steps_per_round, budget_s)
+# Report --------------------------------------------------------------------------------
 
 
 def _ratio(a, b):
@@ -403,7 +344,7 @@ def bench_models(arch, args):
 
     print(f"\n[{arch}] tracing and warming up {len(contenders)} contenders ...", file=sys.stderr)
     steps = args.steps if arch == "mlp" else max(2, args.steps // 2)
-    run_contenders(list(contenders.values()), args.warmup, args.rounds, steps, args.budget)
+    run_contenders(list(contenders.values()), args, steps=steps, width=44)
 
     def ms(kind, est, jit):
         c = contenders.get((kind, est, jit))
@@ -437,7 +378,7 @@ def bench_models(arch, args):
         )
     print("-- every contender: median wall, interquartile range, median process CPU time --")
     for c in contenders.values():
-        print(c.describe())
+        print(c.describe(44))
 
 
 # RNG micro-benchmark -------------------------------------------------------------------
@@ -524,10 +465,10 @@ def bench_rng(args):
         )
 
     print(f"\n[rng] tracing and warming up {len(contenders)} contenders ...", file=sys.stderr)
-    run_contenders(contenders, args.warmup, args.rounds, 2 * args.steps, args.budget / 2)
+    run_contenders(contenders, args, steps=2 * args.steps, budget=args.budget / 2, width=44)
     print("\n== RNG micro-benchmark: median ms/call, IQR, process CPU time ==")
     for c in contenders:
-        print(c.describe())
+        print(c.describe(44))
 
 
 def main(argv=None):

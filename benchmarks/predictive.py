@@ -43,16 +43,15 @@ reports the median over calls in milliseconds and, in the same compilation mode,
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from _harness import Contender, run_contenders  # noqa: E402
 
 import tfp_deepgen as tdg  # noqa: E402
 
@@ -94,64 +93,6 @@ def build_keras_model(outputs):
     )
 
 
-# Timing --------------------------------------------------------------------------------
-
-
-def _sync(result):
-    """Waits for a result by reading every tensor in it."""
-    for t in tf.nest.flatten(result):
-        t.numpy()
-
-
-class Contender:
-    def __init__(self, label, fn, x):
-        self.label, self.fn, self.x = label, fn, x
-        self.wall = []
-        self.error = None
-
-    def warm_up(self, calls):
-        try:
-            for _ in range(calls):
-                _sync(self.fn(self.x))
-        except Exception as e:  # report what does not work instead of aborting the run
-            self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:100]}"
-
-    def time(self, calls, budget_s):
-        """Up to `calls` calls, fewer (at least 3) once `budget_s` seconds are spent."""
-        if self.error:
-            return
-        start = time.perf_counter()
-        for i in range(calls):
-            if i >= 3 and time.perf_counter() - start > budget_s:
-                break
-            t0 = time.perf_counter()
-            _sync(self.fn(self.x))
-            self.wall.append(time.perf_counter() - t0)
-
-    @property
-    def ms(self):
-        return 1e3 * statistics.median(self.wall) if self.wall else float("nan")
-
-    def describe(self):
-        if self.error:
-            return f"  {self.label:<34} ! {self.error}"
-        q1, q3 = 1e3 * np.percentile(self.wall, [25, 75])
-        return (
-            f"  {self.label:<34}{self.ms:9.3f} ms  IQR [{q1:8.3f}, {q3:8.3f}]  n={len(self.wall)}"
-        )
-
-
-def run_contenders(contenders, args):
-    for c in contenders:
-        t0 = time.perf_counter()
-        c.warm_up(args.warmup)
-        status = c.error or f"traced, compiled and warm in {time.perf_counter() - t0:.1f}s"
-        print(f"  {c.label:<34} {status}", file=sys.stderr, flush=True)
-    for _ in range(args.rounds):
-        for c in contenders:
-            c.time(args.calls, args.budget)
-
-
 # Contenders ----------------------------------------------------------------------------
 
 
@@ -179,7 +120,7 @@ def make_contenders(section, x):
 
         def add(kind, fn, jit=jit, mode=mode):
             compiled = tf.function(fn, jit_compile=jit, autograph=False)
-            contenders[kind, jit] = Contender(f"{kind} ({mode})", compiled, x)
+            contenders[kind, jit] = Contender(f"{kind} ({mode})", compiled, (x,))
 
         add("det", det)
         add("keras", lambda x: keras_model(x, training=False))
@@ -194,13 +135,13 @@ def make_contenders(section, x):
         def loop(x, single=single):
             return [single(x) for _ in range(NUM_SAMPLES)]
 
-        contenders["loop", jit] = Contender(f"loop of {NUM_SAMPLES} ({mode})", loop, x)
+        contenders["loop", jit] = Contender(f"loop of {NUM_SAMPLES} ({mode})", loop, (x,))
 
     export_dir = tdg.export.export_saved_model(model, tempfile.mkdtemp(), NUM_SAMPLES, seed=0)
     served = tf.saved_model.load(export_dir).signatures["serving_default"]
     input_name = next(iter(served.structured_input_signature[1]))
     contenders["served", False] = Contender(
-        "served (graph)", lambda x: served(**{input_name: x}), x
+        "served (graph)", lambda x: served(**{input_name: x}), (x,)
     )
     return contenders
 
@@ -244,7 +185,7 @@ def report(section, contenders):
         )
     print(f"-- target: mc-cache/det <= {TARGET_RATIO:g} (verdict) --")
     for c in contenders.values():
-        print(c.describe())
+        print(c.describe(34))
 
 
 def main(argv=None):
@@ -268,7 +209,7 @@ def main(argv=None):
     for section in sections:
         print(f"\n[{section}] tracing and warming up ...", file=sys.stderr, flush=True)
         contenders = make_contenders(section, x)
-        run_contenders(list(contenders.values()), args)
+        run_contenders(list(contenders.values()), args, steps=args.calls, width=34)
         report(section, contenders)
 
 
