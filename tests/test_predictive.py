@@ -561,6 +561,25 @@ def test_predict_in_batches_equals_one_batch(kind):
     assert one["samples"].shape[1] == 6
 
 
+@pytest.mark.parametrize("kind", ["normal", "categorical"])
+def test_predict_under_xla_equals_graph_mode(kind):
+    rng = np.random.default_rng(8)
+    head = heads.IndependentNormal(2) if kind == "normal" else heads.Categorical(3)
+    model, _ = _one_hot_model(head, rng.normal(size=(5, head.input_size)))
+    x = rng.normal(size=(7, 5)).astype(np.float32)
+    graph = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0)
+    xla = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0, jit_compile=True)
+    compiled = [run for _, _, run in model._tdg_predict_cache.value.values()]
+    assert sorted(run._jit_compile for run in compiled) == [False, True]
+    assert graph.keys() == xla.keys()
+    for key in graph:
+        assert xla[key].shape == graph[key].shape, key
+        # The label draws come from TFP's samplers, whose default stateless
+        # algorithm differs under XLA; the posterior draws use Philox in both.
+        if key != "samples":
+            np.testing.assert_allclose(xla[key], graph[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
 def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     head = heads.IndependentNormal(1, scale=1.0)
     model, x = _one_hot_model(head, [[0.5], [-1.0]], layer_cls=layers.DenseFlipout, scale=1e-6)
@@ -681,6 +700,8 @@ def test_bad_arguments_raise_naming_the_argument():
         predictive.MonteCarloPredictive(model, quantiles=(0.5, 1.0))
     with pytest.raises(ValueError, match="batch_size"):
         predictive.predict(model, x, batch_size=0)
+    with pytest.raises(ValueError, match="jit_compile"):
+        predictive.predict(model, x, jit_compile="yes")
     headless = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2)])
     with pytest.raises(ValueError, match="model"):
         predictive.predict(headless, x[:, :1])

@@ -198,6 +198,7 @@ def predict(
     outputs=None,
     target_mean=0.0,
     target_stddev=1.0,
+    jit_compile=False,
 ):
     """Monte-Carlo predictive of `model` on `x`, as numpy arrays.
 
@@ -211,11 +212,21 @@ def predict(
         outputs: Names of the summaries to compute (default: all).
         target_mean, target_stddev: Report summaries in the units of targets
             the model saw standardised; see `MonteCarloPredictive`.
+        jit_compile: Whether to compile the predictive with XLA (one
+            compilation per batch size). Measured on 2 CPU cores, 784-400-400
+            MLP, S = 32: 10.0 against 10.9 ms per call for one example (most
+            of either is refreshing the scale snapshot), no gain for 256 or
+            more. For low-latency serving, call a `MonteCarloPredictive`
+            inside your own compiled function or serve the export.
 
     Returns:
         A dict of numpy arrays; see `MonteCarloPredictive` for the keys.
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(
+            f"`jit_compile` must be True or False. Received: jit_compile={jit_compile!r}"
+        )
     predictive = MonteCarloPredictive(
         model, num_samples, quantiles, seed, target_mean, target_stddev
     )
@@ -233,6 +244,7 @@ def predict(
         outputs,
         predictive.target_mean,
         predictive.target_stddev,
+        jit_compile,
     )
     if key in cache.value:
         fresh_seed_state = predictive.seed_generator.state.value
@@ -241,7 +253,11 @@ def predict(
         snapshot.refresh()
     else:
         snapshot = PosteriorScaleSnapshot(model)
-        run = tf.function(lambda batch: predictive(batch, outputs), reduce_retracing=True)
+        run = tf.function(
+            lambda batch: predictive(batch, outputs),
+            reduce_retracing=True,
+            jit_compile=jit_compile,
+        )
         cache.value[key] = predictive, snapshot, run
     x = np.asarray(x)
     with snapshot.active():
