@@ -569,7 +569,7 @@ def test_predict_under_xla_equals_graph_mode(kind):
     x = rng.normal(size=(7, 5)).astype(np.float32)
     graph = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0)
     xla = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0, jit_compile=True)
-    compiled = [run for _, _, run in model._tdg_predict_cache.value.values()]
+    compiled = [run for *_, run in model._tdg_predict_cache.value.values()]
     assert sorted(run._jit_compile for run in compiled) == [False, True]
     assert graph.keys() == xla.keys()
     for key in graph:
@@ -580,12 +580,24 @@ def test_predict_under_xla_equals_graph_mode(kind):
             np.testing.assert_allclose(xla[key], graph[key], rtol=1e-4, atol=1e-5, err_msg=key)
 
 
+def test_predict_restarts_the_seed_stream_keras_would_start():
+    # predict() reseeds its cached predictive instead of making a generator per call.
+    for seed in (0, 7, 123456789):
+        expected = keras.random.SeedGenerator(seed).state.numpy()
+        np.testing.assert_array_equal(predictive._initial_seed_state(seed), expected)
+    state = predictive._initial_seed_state(None)
+    assert 1 <= state[0] <= 10**9 and state[1] == 0
+    model, x = _one_hot_model(heads.IndependentNormal(), [[0.0, 1.0]])
+    with pytest.raises(ValueError, match="`seed` must be an integer"):
+        predictive.predict(model, x, seed=1.5)
+
+
 def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     head = heads.IndependentNormal(1, scale=1.0)
     model, x = _one_hot_model(head, [[0.5], [-1.0]], layer_cls=layers.DenseFlipout, scale=1e-6)
     layer = model.layers[0]
     first = predictive.predict(model, x, num_samples=64, seed=0)
-    ((_, _, run),) = model._tdg_predict_cache.value.values()
+    ((*_, run),) = model._tdg_predict_cache.value.values()
     # A larger posterior between calls: the second call must see it, although
     # it reuses the compiled function and its snapshot of the scales.
     _set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
