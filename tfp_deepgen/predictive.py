@@ -99,9 +99,8 @@ class MonteCarloPredictive:
     ):
         settings = _settings(model, num_samples, quantiles, target_mean, target_stddev)
         self.model = model
-        self.head, self.num_samples, self.quantiles = settings[:3]
-        self.target_mean, self.target_stddev = settings[3:]
-        self.is_classifier = isinstance(self.head, (Categorical, IndependentBernoulli))
+        self.head, self.num_samples, self.quantiles, self.target_mean, self.target_stddev = settings
+        self.is_classifier = _is_classifier(self.head)
         self.seed_generator = keras.random.SeedGenerator(seed)
         if not isinstance(cache_scales, bool):
             raise ValueError(
@@ -110,7 +109,7 @@ class MonteCarloPredictive:
         self.scale_cache = None
         if cache_scales:
             self.scale_cache = PosteriorScaleSnapshot(model, track_changes=True)
-        self._rescales = set(self.target_mean) != {0.0} or set(self.target_stddev) != {1.0}
+        self._rescales = _rescales(self.target_mean, self.target_stddev)
 
     def parameter_samples(self, x):
         """Head parameters under S posterior samples, shape `(S, batch, P)`."""
@@ -182,8 +181,7 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
         raise ValueError("`quantiles` must hold at least one level in (0, 1).")
     target_mean = _per_output("target_mean", target_mean, head, positive=False)
     target_stddev = _per_output("target_stddev", target_stddev, head, positive=True)
-    rescales = set(target_mean) != {0.0} or set(target_stddev) != {1.0}
-    if isinstance(head, (Categorical, IndependentBernoulli)) and rescales:
+    if _is_classifier(head) and _rescales(target_mean, target_stddev):
         raise ValueError(
             "`target_mean` and `target_stddev` rescale continuous outputs; a "
             f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."
@@ -191,8 +189,17 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
     return head, num_samples, quantiles, target_mean, target_stddev
 
 
+def _rescales(target_mean, target_stddev):
+    """Whether summaries move from standardised units to the targets' own."""
+    return set(target_mean) != {0.0} or set(target_stddev) != {1.0}
+
+
+def _is_classifier(head):
+    return isinstance(head, (Categorical, IndependentBernoulli))
+
+
 def _output_names(head):
-    if isinstance(head, (Categorical, IndependentBernoulli)):
+    if _is_classifier(head):
         return _CLASSIFIER_OUTPUTS
     return _CONTINUOUS_OUTPUTS
 
@@ -255,8 +262,10 @@ def predict(
         raise ValueError(
             f"`jit_compile` must be True or False. Received: jit_compile={jit_compile!r}"
         )
-    settings = _settings(model, num_samples, quantiles, target_mean, target_stddev)
-    outputs = _checked_outputs(outputs, settings[0])
+    head, num_samples, quantiles, target_mean, target_stddev = _settings(
+        model, num_samples, quantiles, target_mean, target_stddev
+    )
+    outputs = _checked_outputs(outputs, head)
     seed_state = _initial_seed_state(seed)
     # One compiled function per model and settings, reused across calls; the
     # weights cannot change during a call, so posterior scales are computed
@@ -265,9 +274,11 @@ def predict(
     if cache is None:
         cache = _Untracked({})
         model._tdg_predict_cache = cache
-    key = (*settings[1:], outputs, jit_compile)
+    key = (num_samples, quantiles, target_mean, target_stddev, outputs, jit_compile)
     if key not in cache.value:
-        predictive = MonteCarloPredictive(model, *settings[1:3], int(seed_state[0]), *settings[3:])
+        predictive = MonteCarloPredictive(
+            model, num_samples, quantiles, int(seed_state[0]), target_mean, target_stddev
+        )
         snapshot = PosteriorScaleSnapshot(model)
         run = tf.function(
             lambda batch: predictive(batch, outputs),
