@@ -38,6 +38,22 @@ def _compile(gan, learning_rate=1e-3, **kwargs):
     return gan
 
 
+def _frozen_affine_generator(stddev, mean):
+    """A generator fixed to `mean + stddev * z`: N(mean, stddev^2) for z ~ N(0, 1)."""
+    generator = keras.Sequential(
+        [
+            keras.Input((1,)),
+            keras.layers.Dense(
+                1,
+                kernel_initializer=keras.initializers.Constant(stddev),
+                bias_initializer=keras.initializers.Constant(mean),
+            ),
+        ]
+    )
+    generator.trainable = False
+    return generator
+
+
 def _sigmoid(t):
     return 1 / (1 + np.exp(-t))
 
@@ -198,17 +214,7 @@ def test_trained_discriminator_matches_the_optimal_discriminator(
     hold mass. Measured over 5 seeds: largest errors 0.003-0.011 (cross-entropy)
     and 0.015-0.031 (least squares); the tolerances leave room for that spread.
     """
-    generator = keras.Sequential(
-        [
-            keras.Input((1,)),
-            keras.layers.Dense(
-                1,
-                kernel_initializer=keras.initializers.Constant(0.7),
-                bias_initializer=keras.initializers.Constant(1.0),
-            ),
-        ]
-    )
-    generator.trainable = False
+    generator = _frozen_affine_generator(stddev=0.7, mean=1.0)
     batch_size, epochs, learning_rate = training
     gan = tdg.models.GAN(generator, make_discriminator(), latent_dim=1, loss=loss, seed=3)
     gan.compile(
@@ -262,17 +268,7 @@ def test_wasserstein_critic_estimates_the_wasserstein_distance():
     The optimal 1-Lipschitz critic has gradient norm 1 everywhere, so the
     penalty does not bias it; the logged `wasserstein` estimate approaches 1.
     """
-    generator = keras.Sequential(
-        [
-            keras.Input((1,)),
-            keras.layers.Dense(
-                1,
-                kernel_initializer=keras.initializers.Constant(0.5),
-                bias_initializer=keras.initializers.Constant(1.0),
-            ),
-        ]
-    )
-    generator.trainable = False
+    generator = _frozen_affine_generator(stddev=0.5, mean=1.0)
     gan = tdg.models.GAN(generator, _mlp(1, 1), latent_dim=1, loss="wasserstein", seed=0)
     gan.compile(
         generator_optimizer="adam",

@@ -544,12 +544,17 @@ def test_mixture_normal_quantiles():
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["normal", "categorical"])
-def test_predict_in_batches_equals_one_batch(kind):
-    rng = np.random.default_rng(6)
+def _small_model_and_inputs(kind, seed):
+    """A one-layer model with a 2-output Normal or 3-class head, and 7 inputs."""
+    rng = np.random.default_rng(seed)
     head = heads.IndependentNormal(2) if kind == "normal" else heads.Categorical(3)
     model, _ = _one_hot_model(head, rng.normal(size=(5, head.input_size)))
-    x = rng.normal(size=(7, 5)).astype(np.float32)
+    return model, rng.normal(size=(7, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["normal", "categorical"])
+def test_predict_in_batches_equals_one_batch(kind):
+    model, x = _small_model_and_inputs(kind, seed=6)
     one = predictive.predict(model, x, num_samples=6, batch_size=256, seed=0)
     chunked = predictive.predict(model, x, num_samples=6, batch_size=3, seed=0)
     assert one.keys() == chunked.keys()
@@ -563,10 +568,7 @@ def test_predict_in_batches_equals_one_batch(kind):
 
 @pytest.mark.parametrize("kind", ["normal", "categorical"])
 def test_predict_under_xla_equals_graph_mode(kind):
-    rng = np.random.default_rng(8)
-    head = heads.IndependentNormal(2) if kind == "normal" else heads.Categorical(3)
-    model, _ = _one_hot_model(head, rng.normal(size=(5, head.input_size)))
-    x = rng.normal(size=(7, 5)).astype(np.float32)
+    model, x = _small_model_and_inputs(kind, seed=8)
     graph = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0)
     xla = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0, jit_compile=True)
     compiled = [run for *_, run in model._tdg_predict_cache.value.values()]
