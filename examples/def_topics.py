@@ -75,7 +75,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
+from _threads import add_threads_argument, use_threads
 from sklearn.decomposition import LatentDirichletAllocation
 
 import tfp_deepgen as tdg
@@ -97,8 +97,7 @@ TOP_WORDS = 8
 # TensorFlow's CPU thread pools sum in an order that varies from run to run; the DEF's
 # heavy-tailed gradients amplify those rounding differences (the three-layer DEF's
 # perplexity varied by about 45 between two identical runs). One thread makes runs
-# repeatable, at about 10% more training time here.
-THREADS = 1
+# repeatable (`--threads`, default 1), at about 10% more training time here.
 QUICK = dict(epochs=10, lda_passes=5, eval_samples=20, inference_steps=20)
 EXPORT_BASE = Path(__file__).resolve().parents[1] / "savedmodels" / "def_topics"
 
@@ -181,12 +180,7 @@ def main():
         "--eval-samples", type=int, help=f"draws of z for the perplexity (default {EVAL_SAMPLES})"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=THREADS,
-        help="TensorFlow CPU threads (default 1, for repeatable runs; 0: TensorFlow's choice)",
-    )
+    add_threads_argument(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -197,8 +191,7 @@ def main():
     epochs = args.epochs or (QUICK["epochs"] if args.quick else EPOCHS)
     eval_samples = args.eval_samples or (QUICK["eval_samples"] if args.quick else EVAL_SAMPLES)
     lda_passes = QUICK["lda_passes"] if args.quick else LDA_PASSES
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    use_threads(args.threads)
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
 

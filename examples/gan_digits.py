@@ -128,6 +128,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from _figures import tile
+from _threads import add_threads_argument, use_threads
 from matplotlib.figure import Figure
 
 import tfp_deepgen as tdg
@@ -173,7 +174,6 @@ WASSERSTEIN = dict(learning_rate=1e-4, beta_1=0.0, beta_2=0.9, discriminator_ste
 EMA_MOMENTUM = 0.999
 FEATURES = 64  # units of the classifier's last hidden layer: the Fréchet features
 FD_REPEATS = 5  # independent draws of generated (or subsampled real) sets per distance
-THREADS = 1
 QUICK = dict(epochs=5, classifier_epochs=3, fd_repeats=2)
 REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "examples" / "output"
@@ -459,12 +459,7 @@ def main():
         help=f"generated sets per Fréchet distance (default {FD_REPEATS})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=THREADS,
-        help="TensorFlow CPU threads (default 1, for repeatable runs; 0: TensorFlow's choice)",
-    )
+    add_threads_argument(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -477,8 +472,7 @@ def main():
     repeats = args.fd_repeats or (QUICK["fd_repeats"] if args.quick else FD_REPEATS)
     classifier_epochs = QUICK["classifier_epochs"] if args.quick else settings["classifier_epochs"]
     side = settings["side"]
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    use_threads(args.threads)
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
 

@@ -102,7 +102,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
+from _threads import add_threads_argument, use_threads
 from matplotlib.figure import Figure
 
 import tfp_deepgen as tdg
@@ -123,7 +123,6 @@ NUM_EVAL = 2500  # generated samples per evaluation, as both papers
 NUM_STDDEVS = 3.0  # radius of "high quality", as both papers
 RUNS = 1
 QUICK_STEPS = 200
-THREADS = 1  # repeatable runs; TensorFlow's thread pools sum in varying order
 
 # Srivastava et al. (2017), "VEEGAN", Table 1: 2,500 samples, mean of 5 runs.
 # (modes covered, % high quality) per data set. Source: tab.png in
@@ -302,12 +301,7 @@ def main():
     )
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"default {BATCH_SIZE}")
     parser.add_argument("--seed", type=int, default=0, help="first seed; run r uses seed + r")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=THREADS,
-        help="TensorFlow CPU threads (default 1, for repeatable runs; 0: TensorFlow's choice)",
-    )
+    add_threads_argument(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -318,8 +312,7 @@ def main():
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    use_threads(args.threads)
     start = time.perf_counter()
 
     def steps_for(loss, dataset):
