@@ -724,6 +724,122 @@ def test_bad_arguments_raise_naming_the_argument():
 
 
 # --------------------------------------------------------------------------
+# predict(): what `model(x)` takes, and errors in the caller's terms
+# --------------------------------------------------------------------------
+
+
+def _flipout_model(input_shape=(63,), with_input=True, seed=0):
+    head = heads.IndependentNormal(2)
+    stack = [layers.DenseFlipout(head.input_size, seed=seed), head]
+    return keras.Sequential([keras.Input(input_shape), *stack] if with_input else stack)
+
+
+def test_predict_builds_an_unbuilt_model_as_calling_it_would():
+    model = _flipout_model(with_input=False)
+    states = _seed_states(model)
+    x = np.random.default_rng(0).normal(size=(4, 63)).astype(np.float32)
+    out = predictive.predict(model, x, num_samples=8, seed=0)
+    assert model.built and tuple(model.inputs[0].shape) == (None, 63)
+    assert out["mean"].shape == (4, 2) and out["samples"].shape == (4, 8, 2)
+    assert all(np.all(np.isfinite(v)) for v in out.values())
+    # Building drew nothing: the weight draws start where the seeds did.
+    twin = _flipout_model(with_input=False)
+    twin(keras.KerasTensor((None, 63)))
+    twin.set_weights(model.get_weights())
+    _restore_seed_states(twin, states)
+    _restore_seed_states(model, states)
+    again = predictive.predict(model, x, num_samples=8, seed=0)
+    np.testing.assert_allclose(
+        predictive.predict(twin, x, num_samples=8, seed=0)["mean"], again["mean"]
+    )
+    # The predictive object builds too; caching scales needs the weights now.
+    fresh = _flipout_model(with_input=False)
+    assert predictive.MonteCarloPredictive(fresh, 4)(x)["mean"].shape == (4, 2)
+    with pytest.raises(ValueError, match=re.escape("`cache_scales=True` copies the posterior")):
+        predictive.MonteCarloPredictive(_flipout_model(with_input=False), 4, cache_scales=True)
+
+
+@pytest.mark.parametrize(
+    "shape, shown",
+    [((4, 10), "(4, 10)"), ((63,), "(63,)"), ((4, 63, 1), "(4, 63, 1)"), ((), "a scalar")],
+)
+def test_wrong_input_shapes_are_reported_as_passed(shape, shown):
+    model = _flipout_model()
+    x = np.ones(shape, np.float32)
+    if shape == ():
+        message = "`x` must be a batch, with the examples along its first axis; received a scalar."
+    else:
+        message = f"`x` must have shape (batch, 63); received shape {shown}."
+    with pytest.raises(ValueError) as raised:
+        predictive.predict(model, x, num_samples=8)
+    assert str(raised.value) == message
+    with pytest.raises(ValueError, match=re.escape(message)):
+        predictive.MonteCarloPredictive(model, 8)(x)
+    # Inside a traced function too (shapes are checked when it traces).
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tf.function(predictive.MonteCarloPredictive(model, 8).__call__)(tf.constant(x))
+
+
+def _two_input_model():
+    """`{"a": (3,), "b": (2,)}` -> near-deterministic Normal head: params = concat(a, b) W."""
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    head = heads.IndependentNormal(1, scale=1.0)
+    dense = layers.DenseReparameterization(head.input_size, seed=0)
+    params = dense(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, head(params))
+    _set_posterior(dense, "kernel", np.arange(1.0, 6.0)[:, None], np.full((5, 1), 1e-6))
+    return model
+
+
+def test_predict_takes_a_dict_or_list_of_inputs_as_the_model_does():
+    model = _two_input_model()
+    rng = np.random.default_rng(1)
+    x = {"a": rng.normal(size=(5, 3)).astype(np.float32), "b": rng.normal(size=(5, 2))}
+    expected = np.concatenate([x["a"], x["b"]], 1) @ np.arange(1.0, 6.0)
+    for batch_size in (256, 2):
+        out = predictive.predict(model, x, num_samples=4, batch_size=batch_size)
+        np.testing.assert_allclose(out["mean"][:, 0], expected, rtol=1e-5, atol=1e-5)
+        assert out["samples"].shape == (5, 4, 1)
+    mc = predictive.MonteCarloPredictive(model, 4)(x, ("mean",))["mean"]
+    np.testing.assert_allclose(mc[:, 0], expected, rtol=1e-5, atol=1e-5)
+    lists = keras.Model([model.inputs[0], model.inputs[1]], model.outputs)
+    out = predictive.predict(lists, [x["a"], x["b"]], num_samples=4)
+    np.testing.assert_allclose(out["mean"][:, 0], expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(
+        ValueError, match=re.escape("`x['b']` must have shape (batch, 2); received shape (5, 3).")
+    ):
+        predictive.predict(model, {"a": x["a"], "b": x["a"]})
+    with pytest.raises(
+        ValueError, match=re.escape("`x[1]` must have shape (batch, 2); received shape (5, 3).")
+    ):
+        predictive.predict(lists, [x["a"], x["a"]])
+    with pytest.raises(
+        ValueError, match=re.escape("received batch sizes {\"x['a']\": 5, \"x['b']\": 4}")
+    ):
+        predictive.predict(model, {"a": x["a"], "b": x["b"][:4]})
+
+
+def test_a_model_without_a_final_head_is_told_what_to_add():
+    advice = (
+        "`head = tdg.heads.IndependentNormal(event_size)` after "
+        "`keras.layers.Dense(head.input_size)`"
+    )
+    dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="last")])
+    inputs = keras.Input((3,))
+    functional = keras.Model(inputs, keras.layers.Dense(2, name="last")(inputs))
+    for model in (dense, functional):
+        with pytest.raises(ValueError) as raised:
+            predictive.predict(model, np.ones((2, 3), np.float32))
+        assert "its last layer is a Dense ('last')" in str(raised.value)
+        assert advice in str(raised.value)
+    # A head inside a nested model is found.
+    head = heads.IndependentNormal(1)
+    body = keras.Sequential([keras.Input((3,)), layers.DenseFlipout(head.input_size), head])
+    nested = keras.Sequential([keras.Input((3,)), body])
+    assert predictive.predict(nested, np.ones((2, 3)), num_samples=2)["mean"].shape == (2, 1)
+
+
+# --------------------------------------------------------------------------
 # XLA
 # --------------------------------------------------------------------------
 

@@ -108,13 +108,28 @@ class MonteCarloPredictive:
             )
         self.scale_cache = None
         if cache_scales:
+            if not model.built:
+                raise ValueError(
+                    "`cache_scales=True` copies the posterior scales now, so `model` must be "
+                    "built first: start it with keras.Input(shape), or call it once on a "
+                    "batch, or leave cache_scales=False."
+                )
             self.scale_cache = PosteriorScaleSnapshot(model, track_changes=True)
         self._rescales = _rescales(self.target_mean, self.target_stddev)
 
     def parameter_samples(self, x):
-        """Head parameters under S posterior samples, shape `(S, batch, P)`."""
-        x = tf.convert_to_tensor(x)
-        copies = tf.tile(x, [self.num_samples] + [1] * (x.shape.rank - 1))
+        """Head parameters under S posterior samples, shape `(S, batch, P)`.
+
+        Args:
+            x: A batch of inputs: what `model(x)` takes (a tensor, or a dict,
+                list or tuple of them for a model with several inputs).
+
+        Raises:
+            ValueError: When `x` does not fit the model's inputs; the message
+                names the shape passed and the shape expected.
+        """
+        x = _checked_inputs(self.model, x, tf.convert_to_tensor)
+        copies = tf.nest.map_structure(lambda t: _tiled(t, self.num_samples), x)
         scales = contextlib.nullcontext()
         if self.scale_cache is not None:
             self.scale_cache.refresh_if_stale()
@@ -132,7 +147,8 @@ class MonteCarloPredictive:
         """Summaries of the predictive at `x`.
 
         Args:
-            x: A batch of inputs.
+            x: A batch of inputs, as `model(x)` takes them. An unbuilt model
+                is built from it.
             outputs: Names of the summaries to compute (default: all of
                 `output_names`); the others are not computed.
         """
@@ -169,12 +185,7 @@ class MonteCarloPredictive:
 
 def _settings(model, num_samples, quantiles, target_mean, target_stddev):
     """Validated `(head, num_samples, quantiles, target_mean, target_stddev)`."""
-    head = model.layers[-1] if hasattr(model, "layers") and model.layers else None
-    if not isinstance(head, DistributionHead):
-        raise ValueError(
-            "`model` must end in a tfp_deepgen.heads head (e.g. "
-            f"tdg.heads.IndependentNormal()); its last layer is {head!r}."
-        )
+    head = _final_head(model)
     num_samples = _validation.positive_int("num_samples", num_samples)
     quantiles = tuple(_validation.open_unit_float("quantiles", q) for q in quantiles)
     if not quantiles:
@@ -187,6 +198,179 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
             f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."
         )
     return head, num_samples, quantiles, target_mean, target_stddev
+
+
+def _final_head(model):
+    """The `DistributionHead` that computes `model`'s output.
+
+    Looks through nested models: a functional model's output layer, else the
+    last layer (a Sequential or subclassed model).
+    """
+    layer = model
+    while isinstance(layer, keras.Model):
+        outputs = (
+            getattr(layer, "outputs", None) if not isinstance(layer, keras.Sequential) else None
+        )
+        if outputs and len(outputs) > 1:
+            raise ValueError(
+                f"`model` must have one output, the head's parameters; {layer.name!r} has "
+                f"{len(outputs)}. Predict with a model that ends in a single tfp_deepgen head."
+            )
+        if outputs and hasattr(outputs[0], "_keras_history"):
+            layer = outputs[0]._keras_history.operation
+        else:
+            layer = layer.layers[-1] if layer.layers else None
+    if isinstance(layer, DistributionHead):
+        return layer
+    last = "no layers" if layer is None else f"a {type(layer).__name__} ({layer.name!r})"
+    raise ValueError(
+        "`model` must end in a tfp_deepgen.heads head, which turns the last layer's output "
+        f"into a distribution; its last layer is {last}. Add a head as the model's last "
+        "layer, after a layer of size `head.input_size`: e.g. `head = "
+        "tdg.heads.IndependentNormal(event_size)` after "
+        "`keras.layers.Dense(head.input_size)` (or a variational layer such as "
+        "`tdg.layers.DenseFlipout(head.input_size)`); for classes "
+        "`tdg.heads.Categorical(num_classes)`."
+    )
+
+
+def _is_array(value):
+    return isinstance(value, (np.ndarray, np.generic)) or keras.ops.is_tensor(value)
+
+
+def _expected_inputs(model):
+    """The structure of `keras.Input`s `model` takes, or None while unknown."""
+    if isinstance(model, keras.Sequential):
+        if not model.built:
+            return None
+        inputs = model.inputs
+        return inputs[0] if inputs and len(inputs) == 1 else None
+    try:  # a functional model, or a subclassed one called symbolically
+        return model.input
+    except (AttributeError, ValueError):
+        return None
+
+
+def _converted(x, convert, single):
+    """`x` with `convert` applied to each input: the whole of `x` when `single`."""
+    if single:
+        if isinstance(x, (list, tuple)) and len(x) == 1 and _is_array(x[0]):
+            x = x[0]  # model([x]) on a one-input model
+        return convert(x)
+    if isinstance(x, dict):
+        return {key: convert(value) for key, value in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(convert(value) for value in x)
+    return convert(x)
+
+
+def _checked_inputs(model, x, convert):
+    """`x` as the structure of inputs `model` takes, each input converted.
+
+    Builds an unbuilt `model` from the shapes of `x` (symbolically: no weight
+    is drawn, no seed moves), as `model(x)` would, and checks every input
+    against the model's: rank, every known dimension after the batch, and
+    one batch size across inputs. Only static shapes are compared, so inside
+    a traced function this costs nothing per call.
+
+    Args:
+        model: A Keras model.
+        x: An array or tensor (or nested lists of numbers), or a dict, list
+            or tuple of them (one level) for a model with several inputs.
+        convert: Maps one input to an array or tensor (`np.asarray`,
+            `tf.convert_to_tensor`).
+
+    Returns:
+        `x` with every input converted; one array for a one-input model.
+
+    Raises:
+        ValueError: Naming the input, the shape received and the shape
+            expected.
+    """
+    expected = _expected_inputs(model)
+    if expected is None:  # unbuilt or subclassed: guess from `x` as Keras does
+        single = not (
+            isinstance(x, dict)
+            or (isinstance(x, (list, tuple)) and x and all(_is_array(v) for v in x))
+        )
+    else:
+        single = not tf.nest.is_nested(expected)
+    x = _converted(x, convert, single)
+    named = [(_path_name(path), leaf) for path, leaf in _flatten_with_paths(x)]
+    shapes = {name: _static_shape(leaf) for name, leaf in named}
+    for name, shape in shapes.items():
+        if shape == ():
+            raise ValueError(
+                f"`{name}` must be a batch, with the examples along its first axis; "
+                "received a scalar."
+            )
+    sizes = {name: shape[0] for name, shape in shapes.items() if shape and shape[0] is not None}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(
+            "Every input in `x` must hold the same number of examples (its first axis); "
+            f"received batch sizes {sizes}."
+        )
+    if expected is None:
+        if not model.built:
+            model(tf.nest.map_structure(_symbolic_batch, x))
+        return x
+    try:
+        tf.nest.assert_same_structure(expected, x, check_types=False)
+    except (ValueError, TypeError):
+        return x  # e.g. a list for a dict of inputs: left to Keras to reconcile
+    for (name, _), spec in zip(named, tf.nest.flatten(expected), strict=True):
+        _check_shape(name, shapes[name], tuple(spec.shape))
+    return x
+
+
+def _static_shape(leaf):
+    """`leaf`'s static shape as a tuple, or None for an unknown rank."""
+    shape = leaf.shape
+    if isinstance(shape, tf.TensorShape):
+        return None if shape.rank is None else tuple(shape.as_list())
+    return tuple(shape)
+
+
+def _check_shape(name, shape, expected):
+    if shape is None:
+        return
+    fits = len(shape) == len(expected) and all(
+        a is None or b is None or a == b for a, b in zip(shape[1:], expected[1:], strict=True)
+    )
+    if not fits:
+        raise ValueError(
+            f"`{name}` must have shape {_shape_text(('batch', *expected[1:]))}; "
+            f"received shape {_shape_text(shape)}."
+        )
+
+
+def _shape_text(shape):
+    """`(4, 10)`, `(4,)`, `(batch, 63)`: a shape as Python writes a tuple."""
+    dims = ["batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+
+
+def _flatten_with_paths(x):
+    """`[(key or index, input)]` in `tf.nest.flatten`'s order (dict keys sorted)."""
+    if isinstance(x, dict):
+        return [((key,), x[key]) for key in sorted(x)]
+    if isinstance(x, (list, tuple)):
+        return [((i,), value) for i, value in enumerate(x)]
+    return [((), x)]
+
+
+def _path_name(path):
+    return "x" + "".join(f"[{key!r}]" for key in path)
+
+
+def _symbolic_batch(leaf):
+    dtype = keras.backend.standardize_dtype(leaf.dtype)
+    return keras.KerasTensor((None, *leaf.shape[1:]), dtype=dtype)
+
+
+def _tiled(x, num_samples):
+    """`x` stacked `num_samples` times along its batch axis."""
+    return tf.tile(x, [num_samples] + [1] * (x.shape.rank - 1))
 
 
 def _rescales(target_mean, target_stddev):
@@ -241,7 +425,9 @@ def predict(
 
     Args:
         model: A Keras model whose last layer is a `tfp_deepgen.heads` head.
-        x: Inputs (numpy array or tensor).
+        x: Inputs, as `model(x)` takes them: an array or tensor, or a dict,
+            list or tuple of them for a model with several inputs. An
+            unbuilt model is built from them.
         num_samples: Number of independent posterior samples S.
         quantiles: Levels of the predictive quantiles (continuous heads).
         batch_size: Examples per compiled call.
@@ -256,6 +442,11 @@ def predict(
 
     Returns:
         A dict of numpy arrays; see `MonteCarloPredictive` for the keys.
+
+    Raises:
+        ValueError: For a bad argument, a model that does not end in a head,
+            or inputs that do not fit the model (naming their shape and the
+            shape expected).
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
     if not isinstance(jit_compile, bool):
@@ -267,6 +458,8 @@ def predict(
     )
     outputs = _checked_outputs(outputs, head)
     seed_state = _initial_seed_state(seed)
+    x = _checked_inputs(model, x, np.asarray)  # builds an unbuilt model
+    num_examples = tf.nest.flatten(x)[0].shape[0]
     # One compiled function per model and settings, reused across calls; the
     # weights cannot change during a call, so posterior scales are computed
     # once per call (a snapshot) instead of once per batch.
@@ -289,9 +482,11 @@ def predict(
     predictive, refresh, snapshot, run = cache.value[key]
     predictive.seed_generator.state.assign(seed_state)
     refresh()
-    x = np.asarray(x)
     with snapshot.active():
-        chunks = [run(tf.constant(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        chunks = [
+            run(tf.nest.map_structure(lambda a, i=i: tf.constant(a[i : i + batch_size]), x))
+            for i in range(0, max(num_examples, 1), batch_size)
+        ]
     return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
 
 
