@@ -8,6 +8,7 @@ from the same seed state; `saved_model_cli` must show and run it.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conformance import serve_signatures
 
 import tfp_deepgen as tdg
 
@@ -221,3 +223,124 @@ def test_saved_model_cli_shows_and_runs_the_export(tmp_path):
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "Result for output key quantiles" in ran.stdout
+
+
+# --------------------------------------------------------------------------
+# Bad requests get errors in the request's terms, from the graph alone
+# --------------------------------------------------------------------------
+
+
+def _refused(export_dir, requests, message, tmp_path):
+    """The TensorFlow-only serving process refuses `requests` with `message`."""
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        serve_signatures(export_dir, requests, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "shape, shown", [((3, 10), "(3, 10)"), ((3,), "(3,)"), ((3, 4, 1), "(3, 4, 1)")]
+)
+def test_predictive_signatures_refuse_wrong_shapes_naming_them(shape, shown, tmp_path):
+    export_dir = tdg.export.export_saved_model(_regression_model(), tmp_path / "m", num_samples=2)
+    for name in ("serving_default", "predict_quantiles"):
+        _refused(
+            export_dir,
+            {name: {"features": np.ones(shape, "float32")}},
+            f"`features` must have shape (batch, 4); received shape {shown}.",
+            tmp_path,
+        )
+    # The image classifier: every dimension after the batch is checked.
+    export_dir = tdg.export.export_saved_model(_classifier_model(), tmp_path / "c", num_samples=2)
+    _refused(
+        export_dir,
+        {"serving_default": {"image": np.ones((2, 6, 5, 1), "float32")}},
+        "`image` must have shape (batch, 6, 6, 1); received shape (2, 6, 5, 1).",
+        tmp_path,
+    )
+
+
+def _vae(data_dim):
+    encoder_head = tdg.heads.IndependentNormal(2)
+    encoder = keras.Sequential(
+        [keras.Input((data_dim,)), keras.layers.Dense(encoder_head.input_size), encoder_head]
+    )
+    decoder_head = tdg.heads.IndependentBernoulli(data_dim)
+    decoder = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(decoder_head.input_size), decoder_head]
+    )
+    return tdg.models.VAE(encoder, decoder, seed=0)
+
+
+def test_vae_signatures_refuse_bad_counts_and_shapes(tmp_path):
+    export_dir = tdg.export.export_saved_model(_vae(63), tmp_path / "vae", num_samples=2)
+    served = serve_signatures(export_dir, {"generate": {"count": np.int32(0)}}, tmp_path)
+    assert served["generate/samples"].shape == (0, 63)
+    assert tdg.export.MAX_COUNT == 2**20
+    for count in (-4, 2**20 + 1, 2**31 - 1):
+        _refused(
+            export_dir,
+            {"generate": {"count": np.int32(count)}},
+            f"`count` must be in [0, 1048576]; received {count}.",
+            tmp_path,
+        )
+    _refused(
+        export_dir,
+        {"encode": {"x": np.ones((4, 10), "float32")}},
+        "`x` must have shape (batch, 63); received shape (4, 10).",
+        tmp_path,
+    )
+    _refused(
+        export_dir,
+        {"decode": {"z": np.ones((4,), "float32")}},
+        "`z` must have shape (batch, 2); received shape (4,).",
+        tmp_path,
+    )
+    # Examples of 4096 numbers: count * 4096 must stay within int32.
+    export_dir = tdg.export.export_saved_model(_vae(4096), tmp_path / "big", num_samples=2)
+    limit = (2**31 - 1) // 4096
+    served = serve_signatures(export_dir, {"generate": {"count": np.int32(2)}}, tmp_path)
+    assert served["generate/samples"].shape == (2, 4096)
+    _refused(
+        export_dir,
+        {"generate": {"count": np.int32(limit + 1)}},
+        f"`count` must be in [0, {limit}]; received {limit + 1}.",
+        tmp_path,
+    )
+
+
+def _conditional_gan():
+    z, y = keras.Input((2,)), keras.Input((2,))
+    generator = keras.Model([z, y], keras.layers.Dense(1)(keras.layers.Concatenate()([z, y])))
+    x, y = keras.Input((1,)), keras.Input((2,))
+    discriminator = keras.Model([x, y], keras.layers.Dense(1)(keras.layers.Concatenate()([x, y])))
+    return tdg.models.GAN(generator, discriminator, 2, num_classes=2, seed=0)
+
+
+def test_gan_signatures_refuse_bad_counts_labels_and_batches(tmp_path):
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    discriminator = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    gan = tdg.models.GAN(generator, discriminator, 2, seed=0)
+    export_dir = tdg.export.export_saved_model(gan, tmp_path / "gan")
+    _refused(
+        export_dir,
+        {"generate": {"count": np.int32(-4)}},
+        "`count` must be in [0, 1048576]; received -4.",
+        tmp_path,
+    )
+    export_dir = tdg.export.export_saved_model(_conditional_gan(), tmp_path / "cgan")
+    _refused(
+        export_dir,
+        {"generate": {"labels": np.array([0, 5, 1], "int32")}},
+        "`labels` must be class ids in [0, 1]; received 5.",
+        tmp_path,
+    )
+    _refused(
+        export_dir,
+        {
+            "generate_from_z": {
+                "z": np.ones((3, 2), "float32"),
+                "labels": np.array([0, 1], "int32"),
+            }
+        },
+        "`z` and `labels` must hold the same number of examples; received 3 and 2.",
+        tmp_path,
+    )

@@ -16,6 +16,8 @@ Example:
 True
 """
 
+import functools
+import math
 import os
 import re
 
@@ -26,7 +28,14 @@ from tfp_deepgen import _validation
 from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
 from tfp_deepgen.predictive import DEFAULT_QUANTILES, MonteCarloPredictive
 
-__all__ = ["export_saved_model", "signature_outputs"]
+__all__ = ["MAX_COUNT", "export_saved_model", "signature_outputs"]
+
+# The most examples one request may ask a `count` signature to generate. A
+# model whose outputs hold more than (2**31 - 1) / MAX_COUNT numbers per
+# example gets a lower cap, so that `count * numbers per example` never
+# overflows the int32 shape arithmetic of TensorFlow's ops.
+MAX_COUNT = 2**20
+_INT32_MAX = 2**31 - 1
 
 _CONTINUOUS_SIGNATURES = {
     "serving_default": ("mean",),
@@ -82,6 +91,14 @@ def export_saved_model(
     them `num_samples` is the number of importance samples of
     `log_likelihood` and the predictive options below do not apply.
 
+    Every signature checks its inputs inside the graph, so that TF Serving
+    answers a bad request with an error in the request's terms: an input of
+    the wrong rank or size gets "`x` must have shape (batch, 63); received
+    shape (4, 10)."; a `count` outside `[0, cap]` (`cap` is `MAX_COUNT`, or
+    lower for large examples: see `MAX_COUNT`) gets "`count` must be in
+    [0, cap]; received -4."; integer `labels` outside the model's classes
+    and inputs of different batch sizes are refused likewise.
+
     Args:
         model: A built Keras model whose last layer is a `tfp_deepgen.heads`
             head, or a built `tdg.models` model.
@@ -133,7 +150,8 @@ def export_saved_model(
     archive.track(snapshot)
     with snapshot.active():
         for name, (function, input_signature, _) in endpoints.items():
-            archive.add_endpoint(name, function, input_signature=input_signature)
+            checked = _checking_inputs(function, input_signature, model)
+            archive.add_endpoint(name, checked, input_signature=input_signature)
         # Inside the context: the archive may trace the endpoints only here.
         archive.write_out(export_dir, verbose=False)
     return export_dir
@@ -153,6 +171,98 @@ def _check_predictive_options_unused(quantiles, seed, target_mean, target_stddev
                 "a head; a generative model (tdg.models) defines its own signatures "
                 f"and takes only `num_samples`. Leave `{name}` at its default."
             )
+
+
+def _checking_inputs(function, input_signature, model):
+    """`function`, first checking its inputs against `input_signature` in-graph.
+
+    The checks are graph ops (`tf.debugging.Assert` on the runtime shapes and
+    values), so they hold in the SavedModel with no Python behind it, as TF
+    Serving runs it. A shape is compared as text ("(4, 10)" against
+    "(\\d+, 63)") built from the runtime `tf.shape`: `tf.rank` or `tf.size`
+    of it would be folded to the signature's static rank when traced, and a
+    request of the wrong rank would pass.
+    """
+    specs = list(input_signature)
+    cap = _count_cap(function, specs) if any(_is_count(s) for s in specs) else None
+    num_classes = getattr(model, "num_classes", None)
+
+    @functools.wraps(function)
+    def checked(*args):
+        checks = []
+        for spec, value in zip(specs, args, strict=True):
+            if spec.shape.rank:
+                checks.append(_shape_check(spec, value))
+            elif _is_count(spec):
+                checks.append(_range_check(spec.name, value, 0, cap))
+            if spec.name == "labels" and spec.dtype.is_integer and num_classes:
+                checks.append(_range_check("labels", value, 0, num_classes - 1, "class ids"))
+        batched = [(s.name, v) for s, v in zip(specs, args, strict=True) if s.shape.rank]
+        if len(batched) > 1:
+            with tf.control_dependencies(checks):  # shapes first: the ranks are right
+                checks.append(_same_batch_check(batched))
+        with tf.control_dependencies(checks):
+            args = [tf.identity(value) for value in args]
+        return function(*args)
+
+    return checked
+
+
+def _is_count(spec):
+    return spec.shape.rank == 0 and spec.dtype.is_integer
+
+
+def _count_cap(function, specs):
+    """`MAX_COUNT`, or less where `count` times an output's size per example overflows int32."""
+    outputs = tf.function(function).get_concrete_function(*specs).structured_outputs
+    per_example = 1
+    for output in tf.nest.flatten(outputs):
+        dims = output.shape.as_list()[1:] if output.shape.rank else []
+        if all(d is not None for d in dims):
+            per_example = max(per_example, math.prod(dims))
+    return min(MAX_COUNT, _INT32_MAX // per_example)
+
+
+def _shape_text(shape):
+    """A runtime shape as Python writes a tuple: `(4, 10)`, `(4,)`, `()`."""
+    joined = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
+    comma = tf.where(tf.strings.regex_full_match(joined, r"\d+"), ",", "")
+    return tf.strings.join(["(", joined, comma, ")"])
+
+
+def _shape_check(spec, value):
+    dims = spec.shape.as_list()
+    pattern = ", ".join(r"\d+" if d is None else str(d) for d in dims)
+    wanted = ", ".join(["batch"] + ["None" if d is None else str(d) for d in dims[1:]])
+    if len(dims) == 1:
+        pattern, wanted = pattern + ",", wanted + ","
+    shown = _shape_text(tf.shape(value))
+    message = tf.strings.join(
+        [f"`{spec.name}` must have shape ({wanted}); received shape ", shown, "."]
+    )
+    return tf.debugging.Assert(tf.strings.regex_full_match(shown, rf"\({pattern}\)"), [message])
+
+
+def _range_check(name, value, low, high, what=None):
+    inside = tf.reduce_all((value >= low) & (value <= high))
+    allowed = f"{what} in [{low}, {high}]" if what else f"in [{low}, {high}]"
+    if value.shape.rank:  # report the first value outside
+        outside = tf.boolean_mask(value, (value < low) | (value > high))
+        shown = tf.strings.as_string(tf.concat([outside, [0]], 0)[0])
+    else:
+        shown = tf.strings.as_string(value)
+    message = tf.strings.join([f"`{name}` must be {allowed}; received ", shown, "."])
+    return tf.debugging.Assert(inside, [message])
+
+
+def _same_batch_check(batched):
+    sizes = [tf.shape(value)[0] for _, value in batched]
+    names = " and ".join(f"`{name}`" for name, _ in batched)
+    shown = tf.strings.reduce_join(tf.strings.as_string(tf.stack(sizes)), separator=" and ")
+    message = tf.strings.join(
+        [f"{names} must hold the same number of examples; received ", shown, "."]
+    )
+    return tf.debugging.Assert(tf.reduce_all(tf.equal(sizes, sizes[0])), [message])
 
 
 def _endpoint(predictive, outputs):
