@@ -148,22 +148,46 @@ class VariationalLayer(StochasticLayer):
         # replicas in cross-replica context, the replica's own value inside.
         return tf.convert_to_tensor(self._kl_tracker.value.value)
 
-    def add_kl(self, kl, training=None):
+    def add_kl(self, kl, training=None, inputs=None):
         """Adds `kl_weight * kl` as a loss and records `kl` as `last_kl`.
 
         With `training=False` (`predict`, `evaluate`, serving) the KL is not
         recorded: the record is a variable update, which would keep the KL's
         computation alive in graphs whose outputs never use it, such as
         `predict` and exported signatures.
+
+        Args:
+            kl: Float32 scalar, the unweighted KL.
+            training: The call's `training` argument.
+            inputs: The layer's inputs, or None. When given, the loss is NaN
+                whenever they hold a NaN or an infinity (see
+                `not_finite_flag`); `last_kl` is left as it is.
         """
         if training is not False:
             self._kl_tracker.update_state(kl)
-        self.add_loss(self.kl_weight * kl)
+        loss = self.kl_weight * kl
+        if inputs is not None:
+            loss += not_finite_flag(inputs)
+        self.add_loss(loss)
 
     def get_config(self):
         config = super().get_config()
         config["kl_weight"] = self.kl_weight
         return config
+
+
+def not_finite_flag(inputs):
+    """Float32 scalar: 0 when every value of `inputs` is finite, else NaN.
+
+    Added to a layer's loss so that `fit` logs NaN (and
+    `keras.callbacks.TerminateOnNaN` stops) in the very step where a NaN or
+    infinite input reaches the layer. The outputs alone do not show it:
+    TensorFlow's fused matmul + bias + ReLU kernel (graph mode, no XLA) maps
+    a NaN pre-activation to 0, so the loss stays finite while the kernel's
+    gradient `x^T g`, and after the update every weight, is NaN.
+    """
+    finite = tf.reduce_all(tf.math.is_finite(inputs))
+    return tf.where(finite, tf.constant(0.0), tf.constant(float("nan")))
 
 
 def stochastic_layers(model):

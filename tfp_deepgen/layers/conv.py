@@ -120,6 +120,10 @@ class _VariationalConv(linear.VariationalLinear):
 
         return shape(inputs), shape(outputs)
 
+    def row_scale_axes(self, inputs):
+        # One scale per example: it must broadcast against the outputs.
+        return list(range(1, self.rank + 2))
+
     def compute_output_shape(self, input_shape):
         input_shape = tuple(input_shape)
         if self.data_format == "channels_last":

@@ -66,6 +66,9 @@ class _VariationalDense(linear.VariationalLinear):
     def flipout_sign_shapes(self, inputs, outputs):
         return tf.shape(inputs), tf.shape(outputs)
 
+    def row_scale_axes(self, inputs):
+        return [-1]
+
     def exact_local_sampling(self, inputs):
         return inputs.shape.rank == 2
 

@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation, random
 from tfp_deepgen.layers.base import VariationalLayer
-from tfp_deepgen.layers.linear import VARIANCE_FLOOR
+from tfp_deepgen.layers.linear import preactivation_stddev
 from tfp_deepgen.posteriors import MeanFieldNormal, softplus_inverse
 from tfp_deepgen.priors import Normal
 
@@ -180,15 +180,15 @@ class DenseHorseshoe(VariationalLayer):
             kl = self._beta.kl_divergence(self._beta_prior, beta_scale)
             kl += tf.reduce_sum(log_q_local - half_cauchy_log_prob(local, self.local_scale))
             kl += log_q_tau - half_cauchy_log_prob(tau, self.global_scale)
-            self.add_kl(kl, training)
+            self.add_kl(kl, training, inputs)
         if not noisy:
             local, tau = self._local.posterior_mean(), self._global.posterior_mean()
         outputs = tf.matmul(inputs, tf.cast(self._beta.loc, dtype))
         if noisy:
             # Local reparameterization of beta given the scales.
-            variance = tf.matmul(tf.square(tf.cast(inputs, "float32")), tf.square(beta_scale))
-            eps = random.normal(tf.shape(variance), seeds[2])
-            outputs += tf.cast(tf.sqrt(variance + VARIANCE_FLOOR) * eps, dtype)
+            stddev = preactivation_stddev(tf.matmul, inputs, tf.square(beta_scale), [-1])
+            eps = random.normal(tf.shape(stddev), seeds[2])
+            outputs += tf.cast(stddev * eps, dtype)
         unit_scale = tf.cast(tf.expand_dims(tau, -1) * local, dtype)
         if copies is None:
             outputs *= unit_scale

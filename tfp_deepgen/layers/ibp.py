@@ -169,6 +169,10 @@ class IBPGate(VariationalLayer):
         return tf.concat([shape[:1], middle, shape[-1:]], axis=0)
 
     def call(self, inputs, training=None):
+        return self._gate(inputs, training, checked=inputs)
+
+    def _gate(self, inputs, training, checked):
+        """Gates `inputs`; the loss is NaN when `checked` is not all finite."""
         dtype = self.compute_dtype
         probabilities = tf.sigmoid(self.gate_logits)
         # With deterministic gates the only noise is the KL's v sample, which
@@ -176,7 +180,7 @@ class IBPGate(VariationalLayer):
         noisy = self.sampling_enabled or self.monte_carlo_samples is not None
         seeds = tf.random.experimental.stateless_split(self.next_seed(per_replica=noisy), 2)
         if self.monte_carlo_samples is None:
-            self.add_kl(self.kl_divergence(seeds[0]), training)
+            self.add_kl(self.kl_divergence(seeds[0]), training, checked)
         if training is True:
             if noisy:
                 uniform = _uniform(self._gate_shape(inputs), seeds[1])
@@ -279,7 +283,9 @@ class IBPDense(IBPGate):
         super().build(tuple(input_shape[:-1]) + (self.units,))
 
     def call(self, inputs, training=None):
-        return super().call(self.activation(self.dense(inputs, training=training)), training)
+        # The raw inputs are checked: a fused ReLU can zero a NaN before the gate.
+        outputs = self.activation(self.dense(inputs, training=training))
+        return self._gate(outputs, training, checked=inputs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)

@@ -31,6 +31,47 @@ LOCAL_REPARAMETERIZATION = "local_reparameterization"
 # Keeps the gradient of sqrt(variance) finite where an input row is all zero.
 VARIANCE_FLOOR = 1e-12
 
+# x^2 overflows float32 from |x| = 1.8e19: rows whose largest |x| exceeds this
+# are divided by it before squaring (see `preactivation_stddev`).
+_RESCALE_ABOVE = 2.0**32
+# Smallest normal float32: the floor of a rescaled row, which 1e-12 / m^2 underflows.
+_TINY = 1.1754944e-38
+
+
+def preactivation_stddev(linear, inputs, kernel_variance, row_axes, extra_variance=None):
+    """Stddev of `linear(x, W)` for independent weights of variance `kernel_variance`.
+
+    Computes `sqrt(linear(x^2, kernel_variance) + extra_variance + floor)` as
+    `m * sqrt(linear((x / m)^2, kernel_variance) + ...)` with a per-row scale
+    `m`, so that inputs whose square overflows float32 give a finite stddev
+    (as they give a finite mean) instead of `inf`, which turns into NaN in
+    the next layer or wherever a weight or gate is zero. `m` is a row's
+    largest `|x|` where that exceeds 2^32 and 1 elsewhere (so ordinary rows
+    get exactly the plain formula's numbers); it is held constant for the
+    gradient.
+
+    Args:
+        linear: The linear map, `linear(inputs, kernel)`.
+        inputs: The layer's inputs (any float dtype; computed in float32).
+        kernel_variance: Float32 variance of every kernel entry.
+        row_axes: Axes of `inputs` one scale is taken over; the scale keeps
+            them with size 1 and must broadcast against the outputs.
+        extra_variance: Float32 variance added to every output (e.g. a
+            variational bias's), broadcastable to the outputs, or None.
+
+    Returns:
+        The float32 stddev, shaped like `linear(inputs, kernel)`.
+    """
+    inputs = tf.cast(inputs, "float32")
+    largest = tf.stop_gradient(tf.reduce_max(tf.abs(inputs), axis=row_axes, keepdims=True))
+    m = tf.where(largest > _RESCALE_ABOVE, largest, tf.ones_like(largest))
+    variance = linear(tf.square(inputs / m), kernel_variance)
+    m_squared = tf.square(m)
+    if extra_variance is not None:
+        variance += extra_variance / m_squared
+    floor = tf.maximum(VARIANCE_FLOOR / m_squared, _TINY)
+    return m * tf.sqrt(variance + floor)
+
 
 class VariationalLinear(VariationalLayer):
     """Shared machinery of the variational dense and conv layers.
@@ -96,6 +137,10 @@ class VariationalLinear(VariationalLayer):
 
     def flipout_sign_shapes(self, inputs, outputs):
         """Shapes of the per-example input and output sign tensors."""
+        raise NotImplementedError
+
+    def row_scale_axes(self, inputs):
+        """Axes of `inputs` that share one scale in `preactivation_stddev`."""
         raise NotImplementedError
 
     # Keras API --------------------------------------------------------------
@@ -218,7 +263,7 @@ class VariationalLinear(VariationalLayer):
             if bias_sample_for_kl and bias_sample is None:
                 bias_sample = draw_bias()
             kl += self.bias_prior.kl_divergence(bias_q.loc, bias_scale, sample=bias_sample)
-        self.add_kl(kl, training)
+        self.add_kl(kl, training, inputs)
 
         return self.activation(outputs)
 
@@ -278,16 +323,19 @@ class VariationalLinear(VariationalLayer):
         # Mean path in the compute dtype; variance path in float32, where
         # squared scales (~1e-6) do not underflow as they would in float16.
         outputs = self.linear(inputs, tf.cast(loc, dtype))
-        variance = self.linear(tf.square(tf.cast(inputs, "float32")), tf.square(scale))
         bias = self.bias
+        bias_variance = None
         if bias_q is not None:
             bias = bias_q.loc
-            variance += tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
+            bias_variance = tf.reshape(tf.square(bias_scale), self.bias_shape_for_broadcast())
+        stddev = preactivation_stddev(
+            self.linear, inputs, tf.square(scale), self.row_scale_axes(inputs), bias_variance
+        )
         if copies > 1:
             outputs = tf.tile(outputs, [copies, 1])
-            variance = tf.tile(variance, [copies, 1])
-        eps = random.normal(tf.shape(variance), seed)
-        outputs += tf.cast(tf.sqrt(variance + VARIANCE_FLOOR) * eps, dtype)
+            stddev = tf.tile(stddev, [copies, 1])
+        eps = random.normal(tf.shape(stddev), seed)
+        outputs += tf.cast(stddev * eps, dtype)
         if bias is not None:
             outputs += tf.reshape(tf.cast(bias, dtype), self.bias_shape_for_broadcast())
         return outputs
