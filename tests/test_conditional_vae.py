@@ -8,6 +8,7 @@ import tensorflow as tf
 from conformance import _two_cpu_strategy, serve_signatures
 
 import tfp_deepgen as tdg
+from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
 
 DATA_DIM, LATENT_DIM, NUM_CLASSES = 10, 2, 3
 
@@ -60,7 +61,8 @@ def _class_logits():
 
 def _make_posterior_exact(encoder, decoder, logits):
     """q(z|x, y) = p(z) = N(0, I); p(x|y, z) = Bernoulli(logits[y]), z ignored."""
-    unit_scale = np.log(np.e - 1)  # softplus(unit_scale) = 1
+    # The head's scale is softplus(slope * raw): raw = softplus^-1(1) / slope gives 1.
+    unit_scale = np.log(np.e - 1) / DEFAULT_SCALE_SLOPE
     dense = encoder.layers[-2]
     kernel, _ = dense.get_weights()
     dense.set_weights([np.zeros_like(kernel), np.repeat([0.0, unit_scale], LATENT_DIM)])

@@ -26,6 +26,11 @@ import tensorflow_probability as tfp
 from scipy.special import expit, log_softmax, logsumexp
 
 from tfp_deepgen import heads, losses
+from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
+
+#: The Normal truths below are written for scale = softplus(t) and divided by
+#: the default slope, so the true scales are the same whatever the default.
+_S = DEFAULT_SCALE_SLOPE
 
 tfd = tfp.distributions
 
@@ -40,18 +45,22 @@ def f32(x):
     return np.asarray(x, np.float32)
 
 
-def fill_scale_tril(x, diag_shift):
+def fill_scale_tril(x, diag_shift, slope=1.0):
     """TFP's `FillScaleTriL` in numpy, following `tfb.FillTriangular`'s documented order.
 
     For 3 entries `[a, b, c]` the factor is `[[c, 0], [b, a]]`: not row-major.
-    The diagonal goes through `softplus(.) + diag_shift`.
+    The diagonal goes through `softplus(slope * .) + diag_shift`.
     """
     m = x.shape[-1]
     n = int(np.sqrt(0.25 + 2 * m) - 0.5)
     tail = x[..., m - (n * n - m) :]
     tril = np.tril(np.concatenate([tail, x[..., ::-1]], -1).reshape(*x.shape[:-1], n, n))
     diag = np.einsum("...ii->...i", tril)
-    return tril - diag[..., None] * np.eye(n) + (softplus(diag) + diag_shift)[..., None] * np.eye(n)
+    return (
+        tril
+        - diag[..., None] * np.eye(n)
+        + (softplus(slope * diag) + diag_shift)[..., None] * np.eye(n)
+    )
 
 
 # -- the distributions each head should build, written out independently ----
@@ -61,13 +70,14 @@ def constrained(head, p):
     """Each head's constrained parameters (float64), from its docstring's layout."""
     p = np.asarray(p, np.float64)
     d = head.event_size
+    slope = getattr(head, "scale_slope", None)
     if isinstance(head, heads.IndependentNormal):
         if isinstance(head.scale, float):
             return {"loc": p, "scale": np.full_like(p, head.scale)}
-        return {"loc": p[..., :d], "scale": softplus(p[..., d:]) + head.min_scale}
+        return {"loc": p[..., :d], "scale": softplus(slope * p[..., d:]) + head.min_scale}
     if isinstance(head, heads.StudentT):
         df = 2.0 + softplus(p[..., 2 * d :]) if head.df == "learned" else head.df
-        loc, scale = p[..., :d], softplus(p[..., d : 2 * d]) + head.min_scale
+        loc, scale = p[..., :d], softplus(slope * p[..., d : 2 * d]) + head.min_scale
         return {"df": np.broadcast_to(df, loc.shape), "loc": loc, "scale": scale}
     if isinstance(head, heads.Gamma):
         return {
@@ -86,10 +96,11 @@ def constrained(head, p):
         return {
             "logits": p[..., :k],
             "loc": p[..., k : k + k * d].reshape(shape),
-            "scale": softplus(p[..., k + k * d :]).reshape(shape) + head.min_scale,
+            "scale": softplus(slope * p[..., k + k * d :]).reshape(shape) + head.min_scale,
         }
     if isinstance(head, heads.MultivariateNormalTriL):
-        return {"loc": p[..., :d], "scale_tril": fill_scale_tril(p[..., d:], head.min_scale)}
+        tril = fill_scale_tril(p[..., d:], head.min_scale, slope)
+        return {"loc": p[..., :d], "scale_tril": tril}
     raise AssertionError(f"no reference for {head}")
 
 
@@ -224,6 +235,17 @@ NLL_CASES = [
         _real((BATCH, 2)),
         "MVNTriL-min_scale",
     ),
+    # TFP's regression tutorial: scale = 1e-3 + softplus(0.05 * t).
+    NLLCase(
+        lambda: heads.IndependentNormal(2, min_scale=1e-3, scale_slope=0.05),
+        _real((BATCH, 2)),
+        "Normal-tutorial-transform",
+    ),
+    NLLCase(lambda: heads.StudentT(1, scale_slope=2.0), _real((BATCH,)), "StudentT-slope"),
+    NLLCase(lambda: heads.MixtureNormal(2, scale_slope=0.5), _real((BATCH,)), "Mixture-slope"),
+    NLLCase(
+        lambda: heads.MultivariateNormalTriL(2, scale_slope=0.1), _real((BATCH, 2)), "MVN-slope"
+    ),
 ]
 
 
@@ -265,7 +287,7 @@ def test_log_prob_matches_scipy(case):
 
 def test_log_prob_at_hand_computed_values():
     # A handful of hand-written points, so the references above are checked too.
-    normal = heads.IndependentNormal()
+    normal = heads.IndependentNormal(scale_slope=1.0)
     # softplus(log(e - 1)) = 1: standard normal at 0.
     params = f32([[0.0, np.log(np.e - 1)]])
     np.testing.assert_allclose(
@@ -286,7 +308,7 @@ def test_log_prob_at_hand_computed_values():
     np.testing.assert_allclose(
         gamma.log_prob(np.array([2.0]), f32([[one, one]])), [-2.0], rtol=1e-5
     )
-    mvn = heads.MultivariateNormalTriL(2)
+    mvn = heads.MultivariateNormalTriL(2, scale_slope=1.0)
     # [a, b, c] fills [[c, 0], [b, a]]: L = [[1, 0], [0.5, 2]].
     raw = [np.log(np.expm1(2.0 - 1e-5)), 0.5, np.log(np.expm1(1.0 - 1e-5))]
     params = f32([[0.0, 0.0, *raw]])
@@ -302,14 +324,15 @@ def test_homoscedastic_normal_uses_its_own_scale_variable():
     rng = np.random.default_rng(2)
     head = heads.IndependentNormal(2, scale="homoscedastic", min_scale=1e-3)
     assert head.input_size == 2 and head.output_size == 4
-    np.testing.assert_allclose(softplus(head.raw_scale.numpy()), [1.0, 1.0], rtol=1e-6)
+    # Initially 1 (before min_scale), whatever the slope.
+    np.testing.assert_allclose(softplus(_S * head.raw_scale.numpy()), [1.0, 1.0], rtol=1e-6)
     head.raw_scale.assign(f32([0.3, -1.2]))
     loc = f32(rng.normal(size=(BATCH, 2)))
     y = f32(rng.normal(size=(BATCH, 2)))
     params = head(loc).numpy()
     np.testing.assert_array_equal(params[:, :2], loc)
     np.testing.assert_array_equal(params[:, 2:], np.broadcast_to(f32([0.3, -1.2]), (BATCH, 2)))
-    scale = softplus(np.array([0.3, -1.2])) + 1e-3
+    scale = softplus(_S * np.array([0.3, -1.2])) + 1e-3
     expected = st.norm.logpdf(y, loc, scale).sum(-1)
     np.testing.assert_allclose(head.log_prob(y, params).numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(float(head.loss(y, params)), -expected.mean(), rtol=1e-5)
@@ -372,13 +395,13 @@ class FitCase:
 
 
 FIT_CASES = [
-    FitCase(lambda: heads.IndependentNormal(), (2.0, 1.5), (0.5, -0.5), "Normal"),
+    FitCase(lambda: heads.IndependentNormal(), (2.0, 1.5 / _S), (0.5, -0.5 / _S), "Normal"),
     FitCase(
         lambda: heads.IndependentNormal(scale="homoscedastic"),
         (2.0,),
         (0.5,),
         "Normal-homoscedastic",
-        raw_scale=(-0.5,),
+        raw_scale=(-0.5 / _S,),
     ),
     FitCase(lambda: heads.StudentT(), (1.0, 0.5, 0.0), (0.0, -0.5, 1.5), "StudentT"),
     FitCase(lambda: heads.Gamma(), (0.5, -1.0), (1.0, 0.3), "Gamma"),
@@ -497,7 +520,9 @@ def test_fit_recovers_generating_distribution(case):
         assert mse_sd > 10 * tolerances["sd"], mse_sd
     if case.raw_scale:  # the head's own variable learned the scale
         np.testing.assert_allclose(
-            softplus(head.raw_scale.numpy()), softplus(np.array(case.raw_scale)), rtol=0.05
+            softplus(_S * head.raw_scale.numpy()),
+            softplus(_S * np.array(case.raw_scale)),
+            rtol=0.05,
         )
 
 

@@ -47,6 +47,7 @@ import scipy.stats
 import tensorflow as tf
 
 from tfp_deepgen import heads, layers, posteriors, predictive, priors
+from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
 
 Z = 5.0  # standard errors allowed by every Monte-Carlo check
 F32 = 2.0**-24  # float32 unit roundoff
@@ -492,7 +493,7 @@ def test_student_t_quantiles():
     raw = np.array([[1.0, 0.5, 0.3], [-2.0, -1.0, 2.0], [5.0, 1.5, -1.0]])
     q = _predicted_quantiles(heads.StudentT(), raw)
     df = _softplus(raw[:, 2]) + 2.0
-    scale = _softplus(raw[:, 1]) + 1e-6
+    scale = _softplus(DEFAULT_SCALE_SLOPE * raw[:, 1]) + 1e-6
     expected = scipy.stats.t.ppf(_levels(), df[:, None], raw[:, :1], scale[:, None])
     np.testing.assert_allclose(q, expected, rtol=1e-3, atol=1e-4)
     # Fixed degrees of freedom.
@@ -510,7 +511,7 @@ def test_student_t_quantiles_without_finite_variance(df):
     """
     raw = np.array([[1.0, 0.5], [-2.0, -1.0]])
     q = _predicted_quantiles(heads.StudentT(df=df), raw)
-    scale = _softplus(raw[:, 1]) + 1e-6
+    scale = _softplus(DEFAULT_SCALE_SLOPE * raw[:, 1]) + 1e-6
     expected = scipy.stats.t.ppf(_levels(), df, raw[:, :1], scale[:, None])
     np.testing.assert_allclose(q, expected, rtol=1e-3, atol=1e-4)
 
@@ -530,7 +531,7 @@ def test_mixture_normal_quantiles():
     q = _predicted_quantiles(heads.MixtureNormal(2), raw)
     for i, row in enumerate(raw):
         weights = scipy.special.softmax(row[:2])
-        locs, scales = row[2:4], _softplus(row[4:6]) + 1e-6
+        locs, scales = row[2:4], _softplus(DEFAULT_SCALE_SLOPE * row[4:6]) + 1e-6
 
         def cdf(y, weights=weights, locs=locs, scales=scales):
             return np.sum(weights * scipy.stats.norm.cdf(y, locs, scales))

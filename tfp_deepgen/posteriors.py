@@ -12,13 +12,13 @@ Example:
 TensorShape([3, 2])
 """
 
-import math
 
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_deepgen import _validation, random
+from tfp_deepgen._math import softplus_inverse
 
 tfd = tfp.distributions
 
@@ -41,12 +41,6 @@ def _float32_weight(layer, name, shape, initializer, trainable=True):
         trainable=trainable,
         autocast=False,
     )
-
-
-def softplus_inverse(x):
-    """The `y` with `softplus(y) == x`, for a Python float `x > 0`."""
-    # log(expm1(x)) loses precision for large x; there softplus(y) ~= y.
-    return x + math.log(-math.expm1(-x))
 
 
 class MeanFieldNormal:

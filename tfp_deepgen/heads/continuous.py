@@ -3,12 +3,12 @@
 import numbers
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_deepgen import _validation
-from tfp_deepgen.heads.base import DistributionHead, positive
+from tfp_deepgen._math import softplus_inverse
+from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE, DistributionHead, positive
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
@@ -16,16 +16,12 @@ tfb = tfp.bijectors
 _SCALE_MODES = ("heteroscedastic", "homoscedastic")
 
 
-def _softplus_inverse(x):
-    return float(np.log(np.expm1(x)))
-
-
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
 class IndependentNormal(DistributionHead):
     """`y ~ Normal(loc, scale)` independently over `event_size` outputs.
 
     Parameters (last axis): `loc` then, unless the scale is fixed, the
-    unconstrained scale `s` with `scale = softplus(s) + min_scale`.
+    unconstrained scale `s` with `scale = softplus(scale_slope * s) + min_scale`.
 
     Args:
         event_size: Number of outputs per example.
@@ -33,6 +29,11 @@ class IndependentNormal(DistributionHead):
             example), `"homoscedastic"` (one learned scale per output, a
             variable of the head, initially 1) or a positive number (fixed).
         min_scale: Lower bound of learned scales.
+        scale_slope: Multiplier of `s` inside the softplus, > 0. Below 1 it
+            makes the scale vary slowly with the layer before the head; see
+            `DEFAULT_SCALE_SLOPE` for why the default is not 1. TFP's
+            regression tutorial's `1e-3 + softplus(0.05 * t)` is
+            `min_scale=1e-3, scale_slope=0.05`.
 
     Example:
 
@@ -44,7 +45,14 @@ class IndependentNormal(DistributionHead):
     (None, 4)
     """
 
-    def __init__(self, event_size=1, scale="heteroscedastic", min_scale=1e-6, **kwargs):
+    def __init__(
+        self,
+        event_size=1,
+        scale="heteroscedastic",
+        min_scale=1e-6,
+        scale_slope=DEFAULT_SCALE_SLOPE,
+        **kwargs,
+    ):
         super().__init__(event_size, **kwargs)
         if isinstance(scale, str):
             self.scale = _validation.one_of("scale", scale, _SCALE_MODES)
@@ -56,10 +64,13 @@ class IndependentNormal(DistributionHead):
                 f"number. Received: scale={scale!r}"
             )
         self.min_scale = _validation.positive_float("min_scale", min_scale)
+        self.scale_slope = _validation.positive_float("scale_slope", scale_slope)
         if self.scale == "homoscedastic":
             self.raw_scale = self.add_weight(
                 shape=(self.event_size,),
-                initializer=keras.initializers.Constant(_softplus_inverse(1.0)),
+                initializer=keras.initializers.Constant(
+                    softplus_inverse(1.0) / self.scale_slope
+                ),
                 name="raw_scale",
             )
 
@@ -90,10 +101,15 @@ class IndependentNormal(DistributionHead):
         if isinstance(self.scale, float):
             return tfd.Normal(params, self.scale)
         loc, raw_scale = self._split(params, [self.event_size] * 2)
-        return tfd.Normal(loc, positive(raw_scale, self.min_scale))
+        return tfd.Normal(loc, positive(raw_scale, self.min_scale, self.scale_slope))
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "min_scale": self.min_scale}
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "min_scale": self.min_scale,
+            "scale_slope": self.scale_slope,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
@@ -140,12 +156,13 @@ class Gamma(DistributionHead):
 class StudentT(DistributionHead):
     """`y ~ StudentT(df, loc, scale)` independently over `event_size` outputs.
 
-    Parameters: `loc`, unconstrained scale (`softplus(.) + min_scale`) and,
-    when `df="learned"`, unconstrained degrees of freedom mapped to
-    `2 + softplus(.)`, so the predictive variance always exists.
+    Parameters: `loc`, unconstrained scale (`softplus(scale_slope * .) +
+    min_scale`) and, when `df="learned"`, unconstrained degrees of freedom
+    mapped to `2 + softplus(.)`, so the predictive variance always exists.
 
     Args:
         df: `"learned"` (per example and output) or a fixed positive number.
+        min_scale, scale_slope: The scale's transform, as in `IndependentNormal`.
 
     Example:
 
@@ -154,13 +171,21 @@ class StudentT(DistributionHead):
     (3, 2)
     """
 
-    def __init__(self, event_size=1, df="learned", min_scale=1e-6, **kwargs):
+    def __init__(
+        self,
+        event_size=1,
+        df="learned",
+        min_scale=1e-6,
+        scale_slope=DEFAULT_SCALE_SLOPE,
+        **kwargs,
+    ):
         super().__init__(event_size, **kwargs)
         if isinstance(df, str) or df is None:
             self.df = _validation.one_of("df", df, ("learned",))
         else:
             self.df = _validation.positive_float("df", df)
         self.min_scale = _validation.positive_float("min_scale", min_scale)
+        self.scale_slope = _validation.positive_float("scale_slope", scale_slope)
 
     @staticmethod
     def params_size(event_size=1, df="learned"):
@@ -172,12 +197,17 @@ class StudentT(DistributionHead):
 
     def marginal(self, params):
         parts = self._split(params, [self.event_size] * (self._param_count // self.event_size))
-        scale = positive(parts[1], self.min_scale)
+        scale = positive(parts[1], self.min_scale, self.scale_slope)
         df = positive(parts[2], 2.0) if self.df == "learned" else self.df
         return tfd.StudentT(df, parts[0], scale)
 
     def get_config(self):
-        return {**super().get_config(), "df": self.df, "min_scale": self.min_scale}
+        return {
+            **super().get_config(),
+            "df": self.df,
+            "min_scale": self.min_scale,
+            "scale_slope": self.scale_slope,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
@@ -185,8 +215,8 @@ class MixtureNormal(DistributionHead):
     """A mixture of `num_components` diagonal Normals over `event_size` outputs.
 
     Parameters: `num_components` mixture logits, then the component locs and
-    then their unconstrained scales, each laid out component-major
-    (`[k0 outputs..., k1 outputs..., ...]`).
+    then their unconstrained scales (`softplus(scale_slope * .) + min_scale`),
+    each laid out component-major (`[k0 outputs..., k1 outputs..., ...]`).
 
     Example:
 
@@ -195,10 +225,18 @@ class MixtureNormal(DistributionHead):
     15
     """
 
-    def __init__(self, num_components, event_size=1, min_scale=1e-6, **kwargs):
+    def __init__(
+        self,
+        num_components,
+        event_size=1,
+        min_scale=1e-6,
+        scale_slope=DEFAULT_SCALE_SLOPE,
+        **kwargs,
+    ):
         super().__init__(event_size, **kwargs)
         self.num_components = _validation.positive_int("num_components", num_components)
         self.min_scale = _validation.positive_float("min_scale", min_scale)
+        self.scale_slope = _validation.positive_float("scale_slope", scale_slope)
 
     @staticmethod
     def params_size(num_components, event_size=1):
@@ -213,7 +251,7 @@ class MixtureNormal(DistributionHead):
         logits, loc, raw_scale = self._split(params, [k, k * d, k * d])
         shape = tf.concat([tf.shape(params)[:-1], [k, d]], axis=0)
         loc = tf.reshape(loc, shape)
-        scale = positive(tf.reshape(raw_scale, shape), self.min_scale)
+        scale = positive(tf.reshape(raw_scale, shape), self.min_scale, self.scale_slope)
         return logits, loc, scale
 
     def _distribution(self, params):
@@ -236,6 +274,7 @@ class MixtureNormal(DistributionHead):
             **super().get_config(),
             "num_components": self.num_components,
             "min_scale": self.min_scale,
+            "scale_slope": self.scale_slope,
         }
 
 
@@ -246,7 +285,7 @@ class MultivariateNormalTriL(DistributionHead):
     Parameters: `loc`, then the `event_size * (event_size + 1) / 2` entries of
     the Cholesky factor `L` in the order of TFP's `FillScaleTriL` (not row by
     row: `[a, b, c]` fills `[[c, 0], [b, a]]`, see `tfb.FillTriangular`), with
-    a diagonal `softplus(.) + min_scale`.
+    a diagonal `softplus(scale_slope * .) + min_scale`.
 
     Example:
 
@@ -255,9 +294,10 @@ class MultivariateNormalTriL(DistributionHead):
     9
     """
 
-    def __init__(self, event_size, min_scale=1e-5, **kwargs):
+    def __init__(self, event_size, min_scale=1e-5, scale_slope=DEFAULT_SCALE_SLOPE, **kwargs):
         super().__init__(event_size, **kwargs)
         self.min_scale = _validation.positive_float("min_scale", min_scale)
+        self.scale_slope = _validation.positive_float("scale_slope", scale_slope)
 
     @staticmethod
     def params_size(event_size):
@@ -270,7 +310,8 @@ class MultivariateNormalTriL(DistributionHead):
     def _parts(self, params):
         d = self.event_size
         loc, tril = self._split(params, [d, d * (d + 1) // 2])
-        return loc, tfb.FillScaleTriL(diag_shift=self.min_scale)(tril)
+        diagonal = tfb.Chain([tfb.Softplus(), tfb.Scale(self.scale_slope)])
+        return loc, tfb.FillScaleTriL(diagonal, diag_shift=self.min_scale)(tril)
 
     def _distribution(self, params):
         loc, scale_tril = self._parts(params)
@@ -282,4 +323,8 @@ class MultivariateNormalTriL(DistributionHead):
         return tfd.Normal(loc, tf.norm(scale_tril, axis=-1))
 
     def get_config(self):
-        return {**super().get_config(), "min_scale": self.min_scale}
+        return {
+            **super().get_config(),
+            "min_scale": self.min_scale,
+            "scale_slope": self.scale_slope,
+        }
