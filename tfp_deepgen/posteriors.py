@@ -12,7 +12,6 @@ Example:
 TensorShape([3, 2])
 """
 
-
 import keras
 import tensorflow as tf
 import tensorflow_probability as tfp

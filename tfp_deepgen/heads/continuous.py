@@ -68,9 +68,7 @@ class IndependentNormal(DistributionHead):
         if self.scale == "homoscedastic":
             self.raw_scale = self.add_weight(
                 shape=(self.event_size,),
-                initializer=keras.initializers.Constant(
-                    softplus_inverse(1.0) / self.scale_slope
-                ),
+                initializer=keras.initializers.Constant(softplus_inverse(1.0) / self.scale_slope),
                 name="raw_scale",
             )
 
