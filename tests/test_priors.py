@@ -363,3 +363,30 @@ def test_get_rejects_wrong_kinds_naming_the_argument(identifier):
         priors.get(identifier, "kernel_prior")
     with pytest.raises(ValueError, match="`prior`"):
         priors.get(identifier)
+
+
+def test_a_tampered_keras_file_says_which_prior_argument_is_wrong(tmp_path):
+    import zipfile
+
+    import tfp_deepgen as tdg
+
+    model = keras.Sequential(
+        [keras.Input((3,)), tdg.layers.DenseFlipout(2, kernel_prior=tdg.priors.Normal(0.0, 2.0))]
+    )
+    path, tampered = tmp_path / "model.keras", tmp_path / "tampered.keras"
+    model.save(path)
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tampered, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                text = data.decode()
+                assert text.count('"scale": 2.0') == 1
+                data = text.replace('"scale": 2.0', '"scale": -2.0').encode()
+                json.loads(data)
+            target.writestr(item, data)
+    # Keras wraps the layer's error in TypeErrors naming each enclosing object.
+    with pytest.raises((TypeError, ValueError)) as raised:
+        keras.saving.load_model(tampered, safe_mode=True)
+    message = str(raised.value)
+    assert "`kernel_prior` holds an invalid Normal prior" in message, message
+    assert "`scale` must be a finite number > 0. Received: scale=-2.0" in message, message

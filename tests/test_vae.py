@@ -368,6 +368,8 @@ def test_bad_arguments_raise_clear_errors():
         tdg.models.VAE(encoder, decoder, prior=tdg.priors.LogUniform())
     with pytest.raises(ValueError, match="`prior`"):
         tdg.models.VAE(encoder, decoder, prior="normal")
+    with pytest.raises(ValueError, match="decoder's first input takes 4 per example"):
+        tdg.models.VAE(encoder, _decoder(4, tdg.heads.IndependentBernoulli(12)))
     vae = tdg.models.VAE(encoder, decoder)
     with pytest.raises(ValueError, match="event_size=12"):
         vae.build((None, 10))
@@ -375,6 +377,64 @@ def test_bad_arguments_raise_clear_errors():
         vae.log_likelihood(np.zeros((2, 12), "float32"), num_samples=0)
     with pytest.raises(ValueError, match="values in \\[0, 1\\]"):
         vae.elbo(np.full((2, 12), 3.0, "float32"))
+
+
+def _lazy_binary_vae(seed=1):
+    """Encoder and decoder without `keras.Input`: built from the first batch."""
+    keras.utils.set_random_seed(seed)
+    q, p = tdg.heads.IndependentNormal(2), tdg.heads.IndependentBernoulli(12)
+    encoder = keras.Sequential([keras.layers.Dense(q.input_size), q])
+    decoder = keras.Sequential([keras.layers.Dense(p.input_size), p])
+    vae = tdg.models.VAE(encoder, decoder, seed=0)
+    vae.compile(keras.optimizers.Adam(0.01))
+    return vae
+
+
+class _KilledAfterEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("killed")
+
+
+def test_backup_and_restore_resumes_a_lazily_built_vae_exactly(tmp_path):
+    x = _binary_data(n=64)
+    settings = {"batch_size": 16, "epochs": 4, "shuffle": False, "verbose": 0}
+    uninterrupted = _lazy_binary_vae()
+    uninterrupted.fit(x, **settings)
+
+    interrupted = _lazy_binary_vae()
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    with pytest.raises(RuntimeError, match="killed"):
+        interrupted.fit(x, callbacks=[backup, _KilledAfterEpoch(1)], **settings)
+    resumed = _lazy_binary_vae()  # a new process would start from scratch like this
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    history = resumed.fit(x, callbacks=[backup], **settings)
+    assert len(history.history["loss"]) == 2  # epochs 3 and 4 only
+    # The weights, Adam's state and the latent seed stream all came back.
+    for a, b in zip(uninterrupted.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        uninterrupted.latent_sampler.seed_generator.state,
+        resumed.latent_sampler.seed_generator.state,
+    )
+
+
+def test_backup_and_restore_builds_a_lazy_conditional_vae_from_a_dataset(tmp_path):
+    x = _binary_data(n=32)
+    labels = np.arange(32) % 3
+    q, p = tdg.heads.IndependentNormal(2), tdg.heads.IndependentBernoulli(12)
+    encoder = keras.Sequential([keras.layers.Concatenate(), keras.layers.Dense(q.input_size), q])
+    decoder = keras.Sequential([keras.layers.Concatenate(), keras.layers.Dense(p.input_size), p])
+    cvae = tdg.models.ConditionalVAE(encoder, decoder, num_classes=3, seed=0)
+    cvae.compile("adam")
+    data = tf.data.Dataset.from_tensor_slices((x, labels)).batch(8)
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path))
+    history = cvae.fit(data, epochs=1, verbose=0, callbacks=[backup])
+    assert cvae.built and np.isfinite(history.history["loss"][0])
 
 
 # -- serialization and export ------------------------------------------------

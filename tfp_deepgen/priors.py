@@ -271,11 +271,27 @@ def get(identifier, argument="prior"):
     if isinstance(identifier, dict):
         try:
             obj = keras.saving.deserialize_keras_object(identifier)
-        except (TypeError, ValueError):
+        except ValueError as error:
+            if _names_a_prior(identifier):  # a prior's own check refused its arguments
+                raise ValueError(
+                    f"`{argument}` holds an invalid {identifier.get('class_name')} prior "
+                    f"config {identifier.get('config')!r}: {error}"
+                ) from None
             obj = None  # not a serialized prior; reported below
+        except TypeError:
+            obj = None
         if isinstance(obj, Prior):
             return obj
     raise ValueError(
         f"`{argument}` must be a tfp_deepgen.priors.Prior (e.g. "
         f"tfp_deepgen.priors.Normal(0.0, 1.0)) or None. Received: {identifier!r}"
     )
+
+
+def _names_a_prior(config):
+    """Whether a serialized object's config names one of this module's priors."""
+    registered = str(config.get("registered_name") or "")
+    name = registered.split(">", 1)[-1] if registered.startswith("tfp_deepgen>") else None
+    if config.get("module") == __name__:
+        name = config.get("class_name")
+    return isinstance(globals().get(name), type) and issubclass(globals()[name], Prior)

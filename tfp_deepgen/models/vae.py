@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation
 from tfp_deepgen.heads import Categorical
-from tfp_deepgen.models import latent
+from tfp_deepgen.models import _data_shapes, latent
 from tfp_deepgen.models._batches import in_batches
 from tfp_deepgen.models._labels import network_inputs
 
@@ -94,6 +94,7 @@ class VAE(keras.Model):
         self.encoder = encoder
         self.decoder = decoder
         self.latent_dim = self.encoder_head.event_size
+        self._check_decoder_input(decoder)
         self.prior = latent.checked_prior(prior)
         self.beta = _validation.non_negative_float("beta", beta)
         self.num_importance_samples = _validation.positive_int(
@@ -115,6 +116,20 @@ class VAE(keras.Model):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
+    def _check_decoder_input(self, decoder):
+        """Refuses a decoder whose z input does not have the encoder's latent size."""
+        inputs = getattr(decoder, "inputs", None)
+        if not inputs:  # built lazily: `build` gives it (None, latent_dim)
+            return
+        size = inputs[0].shape[-1]
+        if size is not None and size != self.latent_dim:
+            raise ValueError(
+                f"The encoder's head has {self.latent_dim} latent coordinates "
+                f"(event_size={self.latent_dim}), but the decoder's first input takes "
+                f"{size} per example (shape {tuple(inputs[0].shape)}). Give the decoder "
+                f"keras.Input(({self.latent_dim},)) or the encoder head event_size={size}."
+            )
+
     # -- the Keras model -----------------------------------------------------
 
     def build(self, input_shape):
@@ -124,6 +139,24 @@ class VAE(keras.Model):
             self.decoder.build((None, self.latent_dim))
         self._check_data_size(input_shape)
         self.built = True
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with the model built from `x` first.
+
+        Building before Keras traces the first step lets callbacks that read the
+        variables at the start of training, such as
+        `keras.callbacks.BackupAndRestore`, work with lazily built networks.
+        """
+        if not self.built:
+            input_shape = self._fit_input_shape(x, y)
+            if input_shape is not None:
+                self.build(input_shape)
+        return super().fit(x, y, *args, **kwargs)
+
+    def _fit_input_shape(self, x, y):
+        """The shape structure `build` takes for `fit(x, y)`, or None if unknown."""
+        del y  # the bound needs no labels
+        return _data_shapes.example_shape(x)
 
     def _check_data_size(self, input_shape):
         size = int(np.prod(input_shape[1:])) if None not in input_shape[1:] else None
