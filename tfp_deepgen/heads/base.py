@@ -94,6 +94,23 @@ class DistributionHead(keras.layers.Layer):
         y, params = self._prepare(y, params)
         return self.distribution(params).log_prob(y)
 
+    def mean(self, params):
+        """The predictive mean `E[y | params]`, shape `(..., event_size)`, float32.
+
+        The loc of a Normal, `exp(log_rate)` of a Poisson, `P(y = 1)` of a
+        Bernoulli. A `Categorical` head has no mean over its class ids: it
+        raises `NotImplementedError`; use its `probabilities(params)`.
+
+        Args:
+            params: The head's output, shape `(..., output_size)`.
+        """
+        if self._integer_labels:
+            raise NotImplementedError(
+                f"{type(self).__name__} head {self.name!r} has no mean: its labels are "
+                "class ids. Use `head.probabilities(params)` for the class probabilities."
+            )
+        return self.distribution(params).mean()
+
     @property
     def loss(self):
         """The Keras loss `-log p(y_true | params)` for `model.compile`."""
