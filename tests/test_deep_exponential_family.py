@@ -351,7 +351,7 @@ def test_export_serves_transform_and_perplexity_without_tfp_deepgen(tmp_path):
         ({"weight_rate": 0}, "weight_rate"),
         ({"variational_weights": "yes"}, "variational_weights"),
         ({"num_examples": 0}, "num_examples"),
-        ({"num_examples": None}, "num_examples"),
+        ({"num_examples": 2.5}, "num_examples"),
         ({"encoder_units": [8, -1]}, "encoder_units"),
         ({"num_samples": 0}, "num_samples"),
         ({"latent": "poisson", "num_samples": 1}, "num_samples"),
@@ -458,3 +458,122 @@ def test_inference_steps_raise_each_documents_elbo():
     discrete = DEF([2], latent="poisson", num_examples=6, seed=0)
     with pytest.raises(ValueError, match="reparameterized"):
         discrete.transform(x, inference_steps=5)
+
+
+# -- num_examples from the data (issue 18) ------------------------------------
+
+
+def _fit_def(data, num_examples=None, jit_compile=False, **fit_kwargs):
+    keras.utils.set_random_seed(0)
+    model = DEF([3], num_examples=num_examples, encoder_units=(4,), seed=1)
+    model.compile(keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
+    fit_kwargs = {"epochs": 2, "verbose": 0, **fit_kwargs}
+    history = model.fit(data, **fit_kwargs)
+    return model, history.history["loss"]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_fit_on_an_array_infers_num_examples(jit_compile):
+    x = _counts(n=8)
+    inferred, losses = _fit_def(x, None, jit_compile, batch_size=4, shuffle=False)
+    explicit, explicit_losses = _fit_def(x, 8, jit_compile, batch_size=4, shuffle=False)
+    assert inferred.num_examples == 8
+    np.testing.assert_allclose(losses, explicit_losses, rtol=1e-6)
+    for a, b in zip(inferred.get_weights(), explicit.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    if not jit_compile:  # SparseReorder, used to densify a batch, has no XLA kernel
+        sparse, _ = _fit_def(tf.sparse.from_dense(x), batch_size=4)
+        assert sparse.num_examples == 8
+
+
+def test_fit_on_a_batched_dataset_infers_num_examples():
+    x = _counts(n=10)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(4)  # last batch partial
+    inferred, losses = _fit_def(dataset)
+    explicit, explicit_losses = _fit_def(dataset, 10)
+    assert inferred.num_examples == 10
+    np.testing.assert_allclose(losses, explicit_losses, rtol=1e-6)
+    for a, b in zip(inferred.get_weights(), explicit.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    dropped, _ = _fit_def(tf.data.Dataset.from_tensor_slices(x).batch(4, drop_remainder=True))
+    assert dropped.num_examples == 8  # the examples fit sees
+    pairs, _ = _fit_def(tf.data.Dataset.from_tensor_slices((x, x)).shuffle(10).batch(3))
+    assert pairs.num_examples == 10
+
+
+def test_fit_holds_out_the_validation_split_from_num_examples():
+    model, _ = _fit_def(_counts(n=10), validation_split=0.25, epochs=1)
+    assert model.num_examples == 7  # Keras trains on floor(10 * 0.75) rows
+
+
+def test_data_of_unknown_size_asks_for_num_examples():
+    x = _counts(n=8)
+    infinite = tf.data.Dataset.from_tensor_slices(x).batch(4).repeat()
+    model = DEF([3], encoder_units=(4,), seed=1)
+    model.compile(keras.optimizers.Adam(1e-2))
+    with pytest.raises(ValueError, match="infinite.*`num_examples=`"):
+        model.fit(infinite, steps_per_epoch=2, verbose=0)
+    unknown = infinite.take(2).filter(lambda batch: True)
+    with pytest.raises(ValueError, match="`num_examples=`"):
+        model.fit(unknown, verbose=0)
+    assert model.num_examples is None
+    explicit = DEF([3], num_examples=8, encoder_units=(4,), seed=1)
+    explicit.compile(keras.optimizers.Adam(1e-2))
+    explicit.fit(infinite, steps_per_epoch=2, verbose=0)
+    assert explicit.num_examples == 8
+
+
+def test_an_explicit_num_examples_wins_over_the_data_size():
+    """E.g. a subsample of a larger corpus: the user's N is kept, no error."""
+    x = _counts(n=6)
+    model, losses = _fit_def(x, 1000, batch_size=6, shuffle=False)
+    assert model.num_examples == 1000
+    inferred, inferred_losses = _fit_def(x, None, batch_size=6, shuffle=False)
+    assert inferred.num_examples == 6
+    # A share 1/1000 of the weights' KL instead of 1/6.
+    assert losses[0] < inferred_losses[0]
+
+
+def test_methods_that_need_num_examples_before_fit_raise_clearly():
+    x = _counts(n=6)
+    model = DEF([3], encoder_units=(4,), seed=1)
+    assert model.num_examples is None and model.get_config()["num_examples"] is None
+    model.compile(keras.optimizers.Adam(1e-2))
+    for method in (model.evaluate, model.predict, model.train_on_batch, model.elbo):
+        with pytest.raises(ValueError, match="`num_examples`"):
+            method(x)
+    # The weights' KL is not part of these: no N needed.
+    assert model.transform(x)[0].shape == (6, 3)
+    assert model.log_likelihood(x, num_samples=4).shape == (6,)
+    observed, heldout = tdg.datasets.split_document_words(x, 0.5, seed=0)
+    assert np.isfinite(float(model.perplexity(observed, heldout, num_samples=4)))
+    model.fit(x, epochs=1, verbose=0)  # the failed calls left the model usable
+    assert model.num_examples == 6
+    assert np.isfinite(model.evaluate(x, verbose=0, return_dict=True)["loss"])
+    assert np.all(np.isfinite(model.elbo(x).numpy()))
+    points = DEF([3], variational_weights=False, encoder_units=(4,), seed=1)
+    points.compile(keras.optimizers.Adam(1e-2))
+    # No weights' KL to spread: no N needed.
+    assert np.isfinite(points.evaluate(x, verbose=0, return_dict=True)["loss"])
+
+
+def test_an_inferred_num_examples_is_saved_and_kept(tmp_path):
+    """The first fit fixes N; the config and a `.keras` file keep it, so a
+    reloaded model continues with the same objective, whatever data it sees next."""
+    x = _counts(n=6)
+    model, _ = _fit_def(x, jit_compile=True)
+    assert model.get_config()["num_examples"] == 6
+    path = tmp_path / "def.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert loaded.num_examples == 6
+    np.testing.assert_allclose(model.elbo(x), loaded.elbo(x), rtol=1e-5)
+    more = _counts(n=12, seed=3)
+    for fitted in (model, loaded):
+        fitted.fit(more, epochs=1, verbose=0)
+        assert fitted.num_examples == 6
+    # Setting it anew drops the traced graphs that hold the old value.
+    loaded.num_examples = 12
+    assert loaded.train_function is None and loaded._evaluation_graph is None
+    with pytest.raises(ValueError, match="num_examples"):
+        loaded.num_examples = -1

@@ -1,5 +1,6 @@
 """Deep Exponential Families (Ranganath et al. 2015) as a `keras.Model` trained with `fit(x)`."""
 
+import inspect
 import math
 import numbers
 
@@ -11,6 +12,7 @@ from tfp_deepgen import _validation
 from tfp_deepgen.models import exponential_families as ef
 from tfp_deepgen.models import variational_families as vf
 from tfp_deepgen.models._batches import in_batches
+from tfp_deepgen.models._data_size import count_examples
 from tfp_deepgen.models.latent import LatentSampler
 
 __all__ = ["DeepExponentialFamily"]
@@ -77,8 +79,18 @@ class DeepExponentialFamily(keras.Model):
         weight_shape: Shape of the gamma weight prior.
         weight_rate: Rate of the gamma weight prior.
         variational_weights: Fit a q over the weights (else point estimates).
-        num_examples: Number of training documents; needed with variational
-            weights, whose KL is spread over them.
+        num_examples: Number of training documents, over which the weights'
+            KL is spread (variational weights). By default the first `fit`
+            sets it from its data: the rows of `x` less a `validation_split`,
+            or the documents of a finite `tf.data.Dataset` (counted in one
+            pass when its last batch may be partial). From then on it is
+            kept, like a value passed here: later fits use it, `get_config`
+            and `.keras` files save it, so a reloaded model continues with
+            the same N. A value passed here wins even where it differs from
+            the data's size (e.g. for a subsample of a larger corpus).
+            Needed explicitly only for data of unknown size (an infinite or
+            unknown-length dataset, a generator), or for `evaluate`,
+            `predict`, `train_on_batch` or `elbo` before any `fit`.
         encoder_units: Hidden layer sizes of the encoder.
         num_samples: Draws of the latents per document and step (default 1,
             or 8 for Poisson and Bernoulli latents, whose score-function
@@ -89,9 +101,11 @@ class DeepExponentialFamily(keras.Model):
 
     >>> import numpy as np, tfp_deepgen as tdg
     >>> counts = np.random.RandomState(0).poisson(2.0, (64, 30)).astype("float32")
-    >>> model = tdg.models.DeepExponentialFamily([4, 2], num_examples=64, seed=0)
+    >>> model = tdg.models.DeepExponentialFamily([4, 2], seed=0)
     >>> model.compile("adam")
     >>> history = model.fit(counts, epochs=1, verbose=0)
+    >>> model.num_examples  # from the data
+    64
     >>> sorted(history.history)
     ['kl', 'loss', 'reconstruction']
     >>> [tuple(z.shape) for z in model.transform(counts)]
@@ -130,15 +144,7 @@ class DeepExponentialFamily(keras.Model):
                 f"Received: variational_weights={variational_weights!r}"
             )
         self.variational_weights = variational_weights
-        if variational_weights and num_examples is None:
-            raise ValueError(
-                "`num_examples` (the number of training documents) is needed with "
-                "variational weights: their KL is spread over the documents. Pass "
-                "num_examples=len(x), or variational_weights=False for point estimates."
-            )
-        self.num_examples = (
-            None if num_examples is None else _validation.positive_int("num_examples", num_examples)
-        )
+        self.num_examples = num_examples
         self.encoder_units = _positive_ints("encoder_units", encoder_units, allow_empty=True)
         self.reparameterized = self.latent in vf.REPARAMETERIZED
         if num_samples is None:
@@ -236,10 +242,51 @@ class DeepExponentialFamily(keras.Model):
     def metrics(self):
         return [*super().metrics, self.reconstruction_tracker, self.kl_tracker]
 
+    @property
+    def num_examples(self):
+        """Training documents the weights' KL is spread over (None until known)."""
+        return self._num_examples
+
+    @num_examples.setter
+    def num_examples(self, value):
+        if value is not None:
+            value = _validation.positive_int("num_examples", value)
+        if value != getattr(self, "_num_examples", None):
+            # Traced graphs hold N as a constant: trace them again.
+            self.train_function = self.test_function = self.predict_function = None
+            self._evaluation_graph = None
+        self._num_examples = value
+
     def fit(self, x=None, *args, **kwargs):
         if isinstance(x, np.ndarray | tf.Tensor | tf.SparseTensor):
             self._check_data(x, "x")
+        if self.variational_weights and self.num_examples is None:
+            arguments = inspect.signature(keras.Model.fit).bind(self, x, *args, **kwargs).arguments
+            validation_split = arguments.get("validation_split", 0.0)
+            if arguments.get("validation_data") is not None:
+                validation_split = 0.0  # Keras ignores the split then
+            self.num_examples = count_examples(x, validation_split)
         return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        self._require_num_examples("evaluate")
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        self._require_num_examples("predict")
+        return super().predict(*args, **kwargs)
+
+    def train_on_batch(self, *args, **kwargs):
+        self._require_num_examples("train_on_batch")
+        return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        self._require_num_examples("test_on_batch")
+        return super().test_on_batch(*args, **kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        self._require_num_examples("predict_on_batch")
+        return super().predict_on_batch(*args, **kwargs)
 
     # -- the model's pieces -------------------------------------------------
 
@@ -274,6 +321,27 @@ class DeepExponentialFamily(keras.Model):
             kl += tf.reduce_sum(log_q - log_p)
         return draws, kl
 
+    def _weights_kl_share(self, weights_kl):
+        """Each document's share `weights_kl / num_examples` of the weights' KL."""
+        if not self.variational_weights:
+            return tf.constant(0.0)
+        self._require_num_examples("call")
+        return weights_kl / self.num_examples
+
+    def _require_num_examples(self, method):
+        """A ValueError for `method` if the weights' KL share cannot be computed yet.
+
+        Checked before Keras builds or traces anything: a failure inside its
+        symbolic build would leave half-initialized variables behind.
+        """
+        if self.variational_weights and self.num_examples is None:
+            raise ValueError(
+                f"`{method}` needs `num_examples` (the number of training documents, over "
+                "which the weights' KL is spread), which is not known yet: `fit(x)` sets it "
+                "from its data. Fit first, pass num_examples=... to DeepExponentialFamily, "
+                "or use variational_weights=False for point estimates."
+            )
+
     def _weight_prior_parameter(self):
         if self.weight_family == "gamma":
             return math.log(self.weight_shape / self.weight_rate)
@@ -295,10 +363,15 @@ class DeepExponentialFamily(keras.Model):
             scale = tf.nn.softplus(self.observation_scale) + 1e-4
         return tf.reduce_sum(ef.log_prob(self.observation, x, parameter, scale=scale), -1)
 
-    def _terms(self, x, num_samples, training=False, sample_weights=True, raws=None):
+    def _terms(
+        self, x, num_samples, training=False, sample_weights=True, raws=None, weights_share=True
+    ):
         """Per-document ELBO pieces from `num_samples` draws of the latents.
 
         `raws` replaces the encoder's q parameters (see `_refine`).
+        `weights_share=False` leaves the weights' KL share (which needs
+        `num_examples`) out of `weights_kl` and `kl`, for the callers that
+        use neither.
         """
         x = _dense(x)
         if raws is None:
@@ -334,7 +407,7 @@ class DeepExponentialFamily(keras.Model):
             signal = tf.stop_gradient(elbo - baseline)
             surrogate = elbo + signal * (log_q - tf.stop_gradient(log_q))
         per_document_weights_kl = (
-            weights_kl / self.num_examples if self.variational_weights else tf.constant(0.0)
+            self._weights_kl_share(weights_kl) if weights_share else tf.constant(0.0)
         )
         return {
             "elbo": elbo,  # (k, batch), without the weights' KL
@@ -400,7 +473,9 @@ class DeepExponentialFamily(keras.Model):
         def step():
             with tf.GradientTape() as tape:
                 current = [[tf.convert_to_tensor(v) for v in raw] for raw in variables]
-                terms = self._terms(x, num_samples, sample_weights=False, raws=current)
+                terms = self._terms(
+                    x, num_samples, sample_weights=False, raws=current, weights_share=False
+                )
                 objective = tf.reduce_sum(terms["surrogate"])
             gradients = tape.gradient(objective, flat)
             optimizer.apply_gradients(zip([-g for g in gradients], flat, strict=True))
@@ -450,6 +525,7 @@ class DeepExponentialFamily(keras.Model):
 
     def elbo(self, x, num_samples=1, batch_size=None):
         """Per-document ELBO, the weights' KL share included, with weights drawn from q."""
+        self._require_num_examples("elbo")
         return self._evaluate(x, num_samples, batch_size, "elbo")
 
     def log_likelihood(self, x, num_samples=1000, batch_size=None):
@@ -502,7 +578,9 @@ class DeepExponentialFamily(keras.Model):
 
     def _heldout_log_prob(self, x_observed, x_heldout, num_samples, raws=None):
         """Per-document log p(held-out words | observed words)."""
-        terms = self._terms(x_observed, num_samples, sample_weights=False, raws=raws)
+        terms = self._terms(
+            x_observed, num_samples, sample_weights=False, raws=raws, weights_share=False
+        )
         log_rate = self._observation_parameter(terms["draws"][0], terms["weights"])
         word_probs = tf.reduce_mean(tf.nn.softmax(log_rate, -1), 0)
         return tf.reduce_sum(x_heldout * tf.math.log(word_probs + 1e-30), -1)
@@ -523,7 +601,7 @@ class DeepExponentialFamily(keras.Model):
                 if kind == "elbo":
                     terms = self._terms(x, num_samples)
                     return tf.reduce_mean(terms["elbo"], 0) - terms["weights_kl"]
-                terms = self._terms(x, num_samples, sample_weights=False)
+                terms = self._terms(x, num_samples, sample_weights=False, weights_share=False)
                 return tf.reduce_logsumexp(terms["elbo"], 0) - math.log(num_samples)
 
             self._evaluation_graph = tf.function(evaluate, jit_compile=True, reduce_retracing=True)
