@@ -120,11 +120,11 @@ def test_default_heteroscedastic_decoder_reaches_ppca_in_the_plain_budget(seed):
     user would (Adam(0.01), batch 200, 150 epochs), on a teacher drawn here.
 
     With `scale = softplus(s)` the ELBO stayed 1-9000 nats below PPCA on 4 of
-    4 such teachers (and 0.14 nat on teacher 2026 here): the encoder's unscaled outputs at initialisation gave
-    some examples scales near `min_scale`, and their huge gradients froze
-    Adam's steps for the scale. The default slope of 0.3 keeps 19 of 20
-    teachers (data seeds 0-19, used to choose it) within 0.1 nat; the
-    teachers here are not among them.
+    4 such teachers (and 0.14 nat on teacher 2026 here): the encoder's
+    unscaled outputs at initialisation gave some examples scales near
+    `min_scale`, and their huge gradients froze Adam's steps for the scale.
+    The default slope of 0.3 keeps 19 of 20 teachers (data seeds 0-19, used
+    to choose it) within 0.1 nat; the teachers here are not among them.
     """
     latent_dim, data_dim = 2, 6
     x = _ppca_data(n=4000, data_dim=data_dim, latent_dim=latent_dim, noise=0.3, seed=seed)

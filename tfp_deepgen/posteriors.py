@@ -69,7 +69,7 @@ class MeanFieldNormal:
         name,
         shape,
         loc_initializer="glorot_uniform",
-        scale_init=1e-3,
+        scale_init=0.01,
         trainable=True,
     ):
         scale_init = _validation.positive_float(f"{name}_posterior_scale_init", scale_init)
