@@ -223,7 +223,7 @@ def _count_cap(function, specs):
     return min(MAX_COUNT, _INT32_MAX // per_example)
 
 
-def _shape_text(shape):
+def _runtime_shape_text(shape):
     """A runtime shape as Python writes a tuple: `(4, 10)`, `(4,)`, `()`."""
     joined = tf.strings.reduce_join(tf.strings.as_string(shape), separator=", ")
     comma = tf.where(tf.strings.regex_full_match(joined, r"\d+"), ",", "")
@@ -236,7 +236,7 @@ def _shape_check(spec, value):
     wanted = ", ".join(["batch"] + ["None" if d is None else str(d) for d in dims[1:]])
     if len(dims) == 1:
         pattern, wanted = pattern + ",", wanted + ","
-    shown = _shape_text(tf.shape(value))
+    shown = _runtime_shape_text(tf.shape(value))
     message = tf.strings.join(
         [f"`{spec.name}` must have shape ({wanted}); received shape ", shown, "."]
     )

@@ -25,15 +25,9 @@ class NegativeLogLikelihood(keras.losses.Loss):
     """
 
     def __init__(self, head, reduction="sum_over_batch_size", name=None, **kwargs):
-        from tfp_deepgen.heads import DistributionHead
+        from tfp_deepgen.heads.base import resolve_head
 
-        if isinstance(head, dict):
-            head = keras.saving.deserialize_keras_object(head)
-        if not isinstance(head, DistributionHead):
-            raise ValueError(
-                "`head` must be a tfp_deepgen.heads head (e.g. "
-                f"tdg.heads.IndependentNormal()). Received: head={head!r}"
-            )
+        head = resolve_head(head)
         super().__init__(name=name or f"{head.name}_nll", reduction=reduction, **kwargs)
         # Kept as a bound method, not as an attribute holding the head: Keras's
         # `.keras` loading walks attributes depth first, and a head -> loss ->

@@ -289,9 +289,6 @@ def get(identifier, argument="prior"):
 
 
 def _names_a_prior(config):
-    """Whether a serialized object's config names one of this module's priors."""
-    registered = str(config.get("registered_name") or "")
-    name = registered.split(">", 1)[-1] if registered.startswith("tfp_deepgen>") else None
-    if config.get("module") == __name__:
-        name = config.get("class_name")
-    return isinstance(globals().get(name), type) and issubclass(globals()[name], Prior)
+    """Whether a serialized object's config names one of the registered priors."""
+    cls = keras.saving.get_registered_object(config.get("registered_name") or "")
+    return isinstance(cls, type) and issubclass(cls, Prior)

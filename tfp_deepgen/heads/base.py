@@ -209,6 +209,22 @@ class DistributionHead(keras.layers.Layer):
         return config
 
 
+def resolve_head(head, argument="head"):
+    """`head` itself, or the head its serialized config describes.
+
+    Raises:
+        ValueError: naming `argument` when `head` is neither.
+    """
+    if isinstance(head, dict):
+        head = keras.saving.deserialize_keras_object(head)
+    if not isinstance(head, DistributionHead):
+        raise ValueError(
+            f"`{argument}` must be a tfp_deepgen.heads head (e.g. "
+            f"tdg.heads.IndependentNormal()). Received: {argument}={head!r}"
+        )
+    return head
+
+
 #: Default `scale_slope` of the heads with a learned scale:
 #: `scale = softplus(scale_slope * s) + min_scale`. At 1, a network's scale
 #: output swings over orders of magnitude at initialisation; a few examples

@@ -32,9 +32,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation, random
+from tfp_deepgen._math import softplus_inverse
 from tfp_deepgen.layers.base import VariationalLayer
 from tfp_deepgen.layers.linear import preactivation_stddev
-from tfp_deepgen.posteriors import MeanFieldNormal, softplus_inverse
+from tfp_deepgen.posteriors import MeanFieldNormal
 from tfp_deepgen.priors import Normal
 
 __all__ = ["DenseHorseshoe"]

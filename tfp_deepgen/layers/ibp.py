@@ -41,9 +41,9 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation, stick_breaking
+from tfp_deepgen._math import softplus_inverse
 from tfp_deepgen.layers.base import VariationalLayer
 from tfp_deepgen.layers.dense import DenseLocalReparameterization
-from tfp_deepgen.posteriors import softplus_inverse
 
 __all__ = ["IBPGate", "IBPDense"]
 

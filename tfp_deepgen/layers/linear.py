@@ -22,19 +22,11 @@ import tensorflow as tf
 from tfp_deepgen import _validation, random
 from tfp_deepgen import priors as priors_lib
 from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
-from tfp_deepgen.posteriors import MeanFieldNormal
+from tfp_deepgen.posteriors import DEFAULT_SCALE_INIT, MeanFieldNormal
 
 REPARAMETERIZATION = "reparameterization"
 FLIPOUT = "flipout"
 LOCAL_REPARAMETERIZATION = "local_reparameterization"
-
-#: Initial posterior stddev of every weight. Measured against 1e-3, 0.05 and
-#: tfp.layers' start (`python benchmarks/posterior_init.py`): 0.01 gave the best
-#: or equal test NLL and accuracy on TFP's Flipout LeNet (MNIST-5k, 9 epochs)
-#: and a better test NLL than 1e-3 on Boston-housing regression, where 0.05 was
-#: better still but cost LeNet 1.2 points of accuracy. At 1e-3 the softplus
-#: scales barely move: their gradient is scaled by sigmoid(raw) = 1e-3.
-DEFAULT_POSTERIOR_SCALE_INIT = 0.01
 
 # Keeps the gradient of sqrt(variance) finite where an input row is all zero.
 VARIANCE_FLOOR = 1e-12
@@ -96,8 +88,8 @@ class VariationalLinear(VariationalLayer):
         use_bias=True,
         kernel_initializer="glorot_uniform",
         bias_initializer="zeros",
-        kernel_posterior_scale_init=DEFAULT_POSTERIOR_SCALE_INIT,
-        bias_posterior_scale_init=DEFAULT_POSTERIOR_SCALE_INIT,
+        kernel_posterior_scale_init=DEFAULT_SCALE_INIT,
+        bias_posterior_scale_init=DEFAULT_SCALE_INIT,
         kernel_prior=None,
         bias_prior=None,
         kl_weight=1.0,

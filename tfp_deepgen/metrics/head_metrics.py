@@ -20,25 +20,14 @@ or `(batch, event_size)` (class ids `(batch,)` or `(batch, 1)`).
 import keras
 import tensorflow as tf
 
+from tfp_deepgen.heads.base import resolve_head
+
 __all__ = ["HeadMetric", "for_head"]
 
 #: Metric identifiers that Keras itself resolves by the data (`"accuracy"`
 #: becomes binary, sparse categorical or categorical accuracy); here the head
 #: decides.
 _ACCURACY = ("accuracy", "acc")
-
-
-def _check_head(head):
-    from tfp_deepgen.heads import DistributionHead
-
-    if isinstance(head, dict):
-        head = keras.saving.deserialize_keras_object(head)
-    if not isinstance(head, DistributionHead):
-        raise ValueError(
-            "`head` must be a tfp_deepgen.heads head (e.g. "
-            f"tdg.heads.IndependentNormal()). Received: head={head!r}"
-        )
-    return head
 
 
 def _is_classifier(head):
@@ -142,7 +131,7 @@ class HeadMetric(keras.metrics.Metric):
     """
 
     def __init__(self, head, metric, name=None, dtype=None):
-        head = _check_head(head)
+        head = resolve_head(head)
         if name is not None and not isinstance(name, str):
             raise ValueError(f"`name` must be a string or None. Received: name={name!r}")
         wrapped = _resolve(head, metric)
@@ -211,7 +200,7 @@ def for_head(head, *metrics):
     >>> [m.name for m in metrics]
     ['accuracy', 'sparse_categorical_crossentropy']
     """
-    head = _check_head(head)
+    head = resolve_head(head)
     if len(metrics) == 1 and isinstance(metrics[0], (list, tuple)):
         metrics = tuple(metrics[0])
     if not metrics:

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.models import _data_shapes
+from tfp_deepgen.models import _fit_data
 from tfp_deepgen.models._labels import one_hot_labels
 from tfp_deepgen.models.vae import VAE, decoder_mean
 
@@ -86,13 +86,13 @@ class ConditionalVAE(VAE):
         return (x_shape, (None, *self.encoder.inputs[1].shape[1:]))
 
     def _fit_input_shape(self, x, y):
-        x_shape = _data_shapes.example_shape(x)
+        x_shape = _fit_data.example_shape(x)
         if self.num_classes:
             label_shape = (None,)
         elif y is None:  # a dataset of (x, condition) batches
-            label_shape = _data_shapes.example_shape(x, component=1)
+            label_shape = _fit_data.example_shape(x, component=1)
         else:
-            label_shape = _data_shapes.example_shape(y)
+            label_shape = _fit_data.example_shape(y)
         if x_shape is None or label_shape is None:
             return None
         return (x_shape, label_shape)

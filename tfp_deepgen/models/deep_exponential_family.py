@@ -12,7 +12,7 @@ from tfp_deepgen import _validation
 from tfp_deepgen.models import exponential_families as ef
 from tfp_deepgen.models import variational_families as vf
 from tfp_deepgen.models._batches import in_batches
-from tfp_deepgen.models._data_size import count_examples
+from tfp_deepgen.models._fit_data import count_examples
 from tfp_deepgen.models.latent import LatentSampler
 
 __all__ = ["DeepExponentialFamily"]

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation
 from tfp_deepgen.heads import Categorical
-from tfp_deepgen.models import _data_shapes, latent
+from tfp_deepgen.models import _fit_data, latent
 from tfp_deepgen.models._batches import in_batches
 from tfp_deepgen.models._labels import network_inputs
 
@@ -156,7 +156,7 @@ class VAE(keras.Model):
     def _fit_input_shape(self, x, y):
         """The shape structure `build` takes for `fit(x, y)`, or None if unknown."""
         del y  # the bound needs no labels
-        return _data_shapes.example_shape(x)
+        return _fit_data.example_shape(x)
 
     def _check_data_size(self, input_shape):
         size = int(np.prod(input_shape[1:])) if None not in input_shape[1:] else None

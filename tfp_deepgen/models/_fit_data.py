@@ -1,8 +1,13 @@
-"""The number of training examples in what `fit` was given, where it can be known.
+"""What the models can tell from the data given to `fit`, before Keras sees it.
 
-Models whose objective spreads a global KL over the training set (a KL share
-of `1 / N` per example) need N; `fit` knows its data, so they take it from
-there rather than make the user repeat `len(x)`.
+- `count_examples`: the number of training examples N. Models whose objective
+  spreads a global KL over the training set (a KL share of `1 / N` per
+  example) take it from there rather than make the user repeat `len(x)`.
+- `example_shape`: the shape of one example. Keras builds a model from its
+  first batch only when the train function is traced, after
+  `on_train_begin`; callbacks that need the variables then
+  (`keras.callbacks.BackupAndRestore`) would see an unbuilt model, so models
+  whose networks build lazily build themselves from it at the start of `fit`.
 """
 
 import numbers
@@ -11,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["count_examples"]
+__all__ = ["count_examples", "example_shape"]
 
 
 def count_examples(x, validation_split=0.0, argument="num_examples"):
@@ -91,3 +96,32 @@ def _unknown(what, argument):
         f"The number of training examples cannot be known from {what}. Pass "
         f"`{argument}=` (the number of training examples) to the model."
     )
+
+
+def example_shape(x, component=0):
+    """`(None, *shape of one example)` of `fit`'s `x`, or None when it cannot be told.
+
+    `x` may be an array or tensor of examples, or a `tf.data.Dataset` of
+    batches of `x` alone or of tuples, of which `component` is taken.
+
+    Example:
+
+    >>> import numpy as np
+    >>> example_shape(np.zeros((32, 8, 8)))
+    (None, 8, 8)
+    """
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        if isinstance(spec, (tuple, list)):
+            if len(spec) <= component:
+                return None
+            spec = spec[component]
+        elif component:
+            return None
+        if not isinstance(spec, tf.TensorSpec) or spec.shape.rank is None:
+            return None
+        return (None, *spec.shape[1:])
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) == 0:
+        return None
+    return (None, *tuple(shape)[1:])
