@@ -360,3 +360,34 @@ def test_split_document_words_bad_counts_raise(counts):
 def test_split_document_words_bad_arguments_raise(kwargs, name):
     with pytest.raises(ValueError, match=f"`{name}` must be"):
         datasets.split_document_words(np.ones((2, 3)), **kwargs)
+
+
+def test_teacher_network_regression_shapes_and_seeds():
+    (x, y), (x_test, y_test) = datasets.teacher_network_regression(5, seed=3)
+    assert x.shape == (2000, 4) and y.shape == (2000, 1) and x_test.shape == (500, 4)
+    assert x.dtype == np.float32 and y.dtype == np.float32
+    (x_again, y_again), _ = datasets.teacher_network_regression(5, seed=3)
+    np.testing.assert_array_equal(y, y_again)
+    (_, y_other), _ = datasets.teacher_network_regression(5, seed=4)
+    assert not np.allclose(y, y_other)
+    # Every unit moves y by a stddev of at least 0.2 (2 x noise) by default.
+    assert float(np.std(y)) > 0.2
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"hidden_units": 0}, "hidden_units"),
+        ({"hidden_units": 3, "noise": 0.0}, "noise"),
+        ({"hidden_units": 3, "min_unit_stddev": -1.0}, "min_unit_stddev"),
+        ({"hidden_units": 3, "num_train": 2.5}, "num_train"),
+    ],
+)
+def test_teacher_network_regression_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        datasets.teacher_network_regression(**kwargs)
+
+
+def test_teacher_network_regression_says_when_no_teacher_is_visible_enough():
+    with pytest.raises(ValueError, match="min_unit_stddev"):
+        datasets.teacher_network_regression(8, min_unit_stddev=5.0)

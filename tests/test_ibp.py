@@ -208,7 +208,7 @@ def test_shrink_rejects_what_it_cannot_carry():
     model = keras.Sequential(
         [
             keras.Input((4,)),
-            tdg.layers.IBPDense(5),
+            tdg.layers.IBPDense(5, initial_probability=0.95),
             keras.layers.BatchNormalization(),
             keras.layers.Dense(1),
         ]
@@ -284,7 +284,7 @@ def test_shrink_refuses_activations_that_move_zero():
             [
                 keras.Input((3,)),
                 keras.layers.Dense(6),
-                tdg.layers.IBPGate(seed=0),
+                tdg.layers.IBPGate(initial_probability=0.95, seed=0),
                 keras.layers.Activation(activation),
                 keras.layers.Dense(1),
             ]

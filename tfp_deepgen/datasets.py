@@ -8,9 +8,10 @@ stratified, so each class keeps its share in both halves; the test split holds
 `round(test_fraction * n)` examples. For topic models, `load_word_counts`
 reads text corpora shipped with gensim and returns document-by-word count
 matrices, and `split_document_words` splits each document's words for
-document-completion perplexity. One generator is synthetic by design:
+document-completion perplexity. Two generators are synthetic by design:
 `gaussian_mixture_2d` draws the 2-D ring and grid of Gaussians on which GANs'
-mode collapse is measured. Install the extras with
+mode collapse is measured, and `teacher_network_regression` the data of a
+random tanh network of known width, on which width learning is measured. Install the extras with
 `pip install "tfp_deepgen[examples]"`.
 
 Example:
@@ -41,6 +42,7 @@ __all__ = [
     "split_document_words",
     "binarize",
     "gaussian_mixture_2d",
+    "teacher_network_regression",
 ]
 
 _INSTALL_HINT = 'pip install "tfp_deepgen[examples]"'
@@ -593,3 +595,74 @@ def gaussian_mixture_2d(name="ring", num_samples=10000, seed=0):
     components = rng.integers(len(modes), size=num_samples)
     samples = modes[components] + stddev * rng.standard_normal((num_samples, 2))
     return samples.astype(np.float32), modes.astype(np.float32), stddev
+
+
+def teacher_network_regression(
+    hidden_units,
+    num_train=2000,
+    num_test=500,
+    num_inputs=4,
+    noise=0.1,
+    min_unit_stddev=None,
+    seed=0,
+):
+    """Regression data from a random one-hidden-layer tanh network of known width.
+
+    `y = tanh(x W + b) v + noise * eps` with `x, eps ~ N(0, 1)`, `W` entries
+    `N(0, 1.5^2)`, `b` entries `N(0, 0.5^2)` and `v` entries `N(0, 1)`: the
+    benchmark of width learning (`tdg.layers.IBPDense`,
+    `tdg.layers.DenseHorseshoe`), whose answer is `hidden_units`. A drawn
+    unit can move `y` by far less than the noise, and then no learner can
+    see it from the data; teachers are redrawn until every unit's
+    contribution `v_k tanh(x W_k + b_k)` has a standard deviation of at least
+    `min_unit_stddev`.
+
+    Args:
+        hidden_units: Positive integer, the teacher's width.
+        num_train, num_test: Positive integers, the sizes of the two splits.
+        num_inputs: Positive integer, the dimension of `x`.
+        noise: Standard deviation of the noise, > 0.
+        min_unit_stddev: Smallest contribution of a unit, >= 0; defaults to
+            `2 * noise`. 0 keeps the first teacher drawn.
+        seed: Integer >= 0 fixing the teacher and the data.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: float32 inputs
+        `(n, num_inputs)` and targets `(n, 1)`.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> (x, y), (x_test, y_test) = tdg.datasets.teacher_network_regression(3, seed=0)
+    >>> x.shape, y.shape, x_test.shape
+    ((2000, 4), (2000, 1), (500, 4))
+    """
+    hidden_units = _validation.positive_int("hidden_units", hidden_units)
+    num_train = _validation.positive_int("num_train", num_train)
+    num_test = _validation.positive_int("num_test", num_test)
+    num_inputs = _validation.positive_int("num_inputs", num_inputs)
+    noise = _validation.positive_float("noise", noise)
+    if min_unit_stddev is None:
+        min_unit_stddev = 2.0 * noise
+    min_unit_stddev = _validation.non_negative_float("min_unit_stddev", min_unit_stddev)
+    rng = np.random.default_rng(_check_seed(seed))
+    probe = rng.standard_normal((20000, num_inputs))
+    for _ in range(1000):
+        weights = 1.5 * rng.standard_normal((num_inputs, hidden_units))
+        bias = 0.5 * rng.standard_normal(hidden_units)
+        out = rng.standard_normal(hidden_units)
+        effects = np.std(np.tanh(probe @ weights + bias) * out, axis=0)
+        if effects.min() >= min_unit_stddev:
+            break
+    else:
+        raise ValueError(
+            f"No teacher with {hidden_units} units each moving y by a stddev of at least "
+            f"min_unit_stddev={min_unit_stddev} in 1000 draws; lower `min_unit_stddev`."
+        )
+
+    def split(n):
+        x = rng.standard_normal((n, num_inputs))
+        y = np.tanh(x @ weights + bias) @ out + noise * rng.standard_normal(n)
+        return x.astype(np.float32), y[:, None].astype(np.float32)
+
+    return split(num_train), split(num_test)

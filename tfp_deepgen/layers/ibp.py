@@ -17,9 +17,20 @@ example. The KL added as a loss is
   exact given `pi`, the expectation over `v` a one-sample Monte-Carlo estimate
   through a reparameterized Kumaraswamy draw.
 
+Both posteriors start at the prior: `q(v_k) = Kumaraswamy(alpha, 1)`, which is
+`Beta(alpha, 1)`, and `p_k = E[pi_k] = (alpha / (1 + alpha))^(k + 1)`, so the
+first units start open and the later ones nearly closed. Units then open in
+the prior's order as the data needs them. Started all open, the network
+spreads its function over units at random indices, and one useful unit at
+index 40 makes the stick keep every unit before it: measured in
+`benchmarks/ibp_width.py`, this start is what lets the width be learned.
+
 Outside training the gates are hard: a Bernoulli(`p_k`) draw per example, or
 under `sampling="mean"` the unit is on exactly when `p_k > threshold`, which is
-what `tdg.structure.shrink` keeps.
+what `tdg.structure.shrink` keeps. The default threshold 0.9 counts the units
+the data holds open (their `p_k` ends above 0.99); units the next layer does
+not read drift at the prior's level, about `alpha / (1 + alpha)` of the last
+used one's.
 
 Example:
 
@@ -31,13 +42,14 @@ Example:
 ... ])
 >>> model(keras.ops.ones((2, 8))).shape
 TensorShape([2, 1])
->>> model.layers[0].active_units()
-50
+>>> model.layers[0].active_units()  # none before training: every gate starts at the prior
+0
 """
 
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation, stick_breaking
@@ -49,6 +61,8 @@ __all__ = ["IBPGate", "IBPDense"]
 
 # Keeps the Kumaraswamy parameters away from 0, where its sampler and KL blow up.
 _MIN_PARAMETER = 1e-3
+# Keeps the prior-ordered start's last gate logits finite and trainable.
+_MIN_INITIAL_PROBABILITY = 1e-4
 
 
 def _uniform(shape, seed):
@@ -70,9 +84,10 @@ class IBPGate(VariationalLayer):
             units (unit `k` is active with prior mean `(alpha / (1 + alpha))^k`).
         temperature: Binary Concrete temperature in training, > 0; lower is
             closer to hard gates, with noisier gradients.
-        initial_probability: Initial posterior probability `p_k` of every
-            gate, in (0, 1). Starting open lets the units learn before pruning.
-        threshold: `p_k` above which a unit counts as active.
+        initial_probability: `"prior"` (default): each gate starts at the
+            prior's `E[pi_k] = (alpha / (1 + alpha))^(k + 1)`, so units open
+            in order; or a number in (0, 1), the start of every gate.
+        threshold: `p_k` above which a unit counts as active, in (0, 1).
         kl_weight: Multiplier of the KL; use `1 / num_training_examples`.
         sampling: `"sample"` (default) or `"mean"` (deterministic gates:
             `p_k` in training, `p_k > threshold` outside).
@@ -85,15 +100,15 @@ class IBPGate(VariationalLayer):
     >>> gate(keras.ops.ones((2, 5, 5, 8)), training=True).shape
     TensorShape([2, 5, 5, 8])
     >>> [round(float(p), 2) for p in gate.unit_probabilities()[:3]]
-    [0.9, 0.9, 0.9]
+    [0.75, 0.56, 0.42]
     """
 
     def __init__(
         self,
         alpha=5.0,
         temperature=0.5,
-        initial_probability=0.9,
-        threshold=0.5,
+        initial_probability="prior",
+        threshold=0.9,
         kl_weight=1.0,
         sampling="sample",
         seed=None,
@@ -102,9 +117,11 @@ class IBPGate(VariationalLayer):
         super().__init__(kl_weight=kl_weight, sampling=sampling, seed=seed, **kwargs)
         self.alpha = _validation.positive_float("alpha", alpha)
         self.temperature = _validation.positive_float("temperature", temperature)
-        self.initial_probability = _validation.open_unit_float(
-            "initial_probability", initial_probability
-        )
+        if initial_probability != "prior":
+            initial_probability = _validation.open_unit_float(
+                "initial_probability", initial_probability
+            )
+        self.initial_probability = initial_probability
         self.threshold = _validation.open_unit_float("threshold", threshold)
         self.supports_masking = True
 
@@ -128,8 +145,15 @@ class IBPGate(VariationalLayer):
         # q(v_k) = Kumaraswamy(a, b) starts at the prior: Kumaraswamy(alpha, 1) is Beta(alpha, 1).
         self.untransformed_a = weight("untransformed_a", softplus_inverse(self.alpha))
         self.untransformed_b = weight("untransformed_b", softplus_inverse(1.0))
-        p = self.initial_probability
-        self.gate_logits = weight("gate_logits", math.log(p / (1.0 - p)))
+        self.gate_logits = weight("gate_logits", self._initial_logits())
+
+    def _initial_logits(self):
+        if self.initial_probability != "prior":
+            p = self.initial_probability
+            return math.log(p / (1.0 - p))
+        ratio = self.alpha / (1.0 + self.alpha)
+        p = np.maximum(ratio ** np.arange(1, self.units + 1), _MIN_INITIAL_PROBABILITY)
+        return np.log(p / (1.0 - p)).astype("float32")
 
     def kumaraswamy_parameters(self):
         """`(a, b)` of `q(v)`, each of shape `(units,)`."""
