@@ -255,7 +255,7 @@ def test_fit_with_xla_learns_a_one_dimensional_gaussian(loss):
     )
     x = np.random.default_rng(0).normal(1.5, 0.5, size=(4000, 1)).astype("float32")
     history = gan.fit(x, epochs=15, batch_size=200, verbose=0)
-    assert set(history.history) == {"d_loss", "g_loss", "d_accuracy"}
+    assert set(history.history) == {"loss", "d_loss", "g_loss", "d_accuracy"}
     assert all(np.all(np.isfinite(v)) for v in history.history.values())
     samples = gan.generate(4000).numpy()
     assert abs(samples.mean() - 1.5) < 0.2
@@ -318,7 +318,7 @@ def test_evaluate_reports_the_game_without_updating_anything():
     gan.fit(x, epochs=1, batch_size=32, verbose=0)
     before = [v.numpy().copy() for v in gan.weights]
     result = gan.evaluate(x, batch_size=32, verbose=0, return_dict=True)
-    assert set(result) == {"d_loss", "g_loss", "d_accuracy"}
+    assert set(result) == {"loss", "d_loss", "g_loss", "d_accuracy"}
     assert 0.0 <= result["d_accuracy"] <= 1.0
     for old, new in zip(before, [v.numpy() for v in gan.weights], strict=True):
         np.testing.assert_array_equal(old, new)

@@ -217,3 +217,34 @@ def test_finite_inputs_add_nothing_to_the_loss():
     layer(np.ones((2, 4), "float32"), training=True)
     (loss,) = layer.losses
     np.testing.assert_allclose(float(loss), 0.5 * float(layer.last_kl), rtol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True], ids=["graph", "xla"])
+def test_gan_nan_row_stops_training_in_its_step(jit_compile):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    x[5] = np.nan
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    # relu: the fused kernel that hides a NaN row from the scores
+    discriminator = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+    )
+    gan = tdg.models.GAN(generator, discriminator, latent_dim=2, seed=0)
+    gan.compile(generator_optimizer="adam", discriminator_optimizer="adam", jit_compile=jit_compile)
+    history = gan.fit(
+        x, epochs=3, batch_size=32, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()]
+    )
+    assert len(history.history["loss"]) == 1, history.history
+    assert not np.isfinite(history.history["loss"][0]), history.history
+    assert not np.isfinite(history.history["d_loss"][0]), history.history
+
+
+def test_gan_logs_the_sum_of_its_losses_as_loss():
+    x = np.random.default_rng(1).normal(size=(64, 3)).astype("float32")
+    generator = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    discriminator = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    gan = tdg.models.GAN(generator, discriminator, latent_dim=2, seed=0)
+    gan.compile(generator_optimizer="adam", discriminator_optimizer="adam")
+    logs = gan.evaluate(x, batch_size=64, verbose=0, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], logs["d_loss"] + logs["g_loss"], rtol=1e-6)
+    assert np.isfinite(logs["loss"])

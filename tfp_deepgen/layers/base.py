@@ -186,6 +186,9 @@ def not_finite_flag(inputs):
     a NaN pre-activation to 0, so the loss stays finite while the kernel's
     gradient `x^T g`, and after the update every weight, is NaN.
     """
+    inputs = tf.convert_to_tensor(inputs)
+    if not inputs.dtype.is_floating:
+        return tf.constant(0.0)
     finite = tf.reduce_all(tf.math.is_finite(inputs))
     return tf.where(finite, tf.constant(0.0), tf.constant(float("nan")))
 

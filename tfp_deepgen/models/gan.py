@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation, random
+from tfp_deepgen.layers.base import not_finite_flag
 from tfp_deepgen.models import gan_losses, latent
 from tfp_deepgen.models._labels import network_inputs, one_hot_labels
 
@@ -29,6 +30,10 @@ class GAN(keras.Model):
     discriminator's `d_accuracy` on real and generated examples (see
     `tdg.models.gan_losses`), plus `gradient_penalty` when one is applied.
     `evaluate(x)` reports the same quantities without updating anything.
+    It also logs `loss = d_loss + g_loss`, which is NaN exactly when the
+    step's losses or its real batch hold NaN or inf, so callbacks that watch
+    `loss` (`keras.callbacks.TerminateOnNaN`) work; it says nothing about
+    how well the game goes: a GAN's losses do not fall as it improves.
 
     Calling the model on z (or `[z, labels]`) returns generated examples.
 
@@ -60,7 +65,7 @@ class GAN(keras.Model):
     >>> x = np.random.RandomState(0).normal(size=(64, 3)).astype("float32")
     >>> history = gan.fit(x, epochs=1, batch_size=32, verbose=0)
     >>> sorted(history.history)
-    ['d_accuracy', 'd_loss', 'g_loss']
+    ['d_accuracy', 'd_loss', 'g_loss', 'loss']
     >>> tuple(gan.generate(5).shape), tuple(gan.discriminate(x[:4]).shape)
     ((5, 3), (4,))
     """
@@ -100,6 +105,7 @@ class GAN(keras.Model):
         self.latent_prior = latent.checked_prior(latent_prior, "latent_prior")
         self.seed = seed
         self.latent_sampler = latent.LatentSampler(seed=seed, name="latent_sampler")
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")
         if self.adversarial_loss == "wasserstein":
@@ -277,7 +283,12 @@ class GAN(keras.Model):
 
     @property
     def metrics(self):
-        trackers = [self.d_loss_tracker, self.g_loss_tracker, self.quality_tracker]
+        trackers = [
+            self.total_loss_tracker,
+            self.d_loss_tracker,
+            self.g_loss_tracker,
+            self.quality_tracker,
+        ]
         if self.gradient_penalty > 0:
             trackers.append(self.penalty_tracker)
         return trackers
@@ -330,6 +341,8 @@ class GAN(keras.Model):
         real_scores = self._scores(x, condition, training=training)
         fake_scores = self._scores(fake, condition, training=training)
         d_loss = gan_losses.discriminator_loss(self.adversarial_loss, real_scores, fake_scores)
+        # NaN when `x` is: a fused matmul + ReLU can turn a NaN row into zeros.
+        d_loss += not_finite_flag(x)
         penalty = tf.zeros((), tf.float32)
         if epsilon is not None:
             penalty = gan_losses.gradient_penalty(
@@ -383,6 +396,7 @@ class GAN(keras.Model):
         return self._record(d_loss, g_loss, penalty, real_scores, fake_scores)
 
     def _record(self, d_loss, g_loss, penalty, real_scores, fake_scores):
+        self.total_loss_tracker.update_state(d_loss + g_loss)
         self.d_loss_tracker.update_state(d_loss)
         self.g_loss_tracker.update_state(g_loss)
         if self.adversarial_loss == "wasserstein":
