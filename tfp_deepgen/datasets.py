@@ -11,8 +11,8 @@ matrices, and `split_document_words` splits each document's words for
 document-completion perplexity. Two generators are synthetic by design:
 `gaussian_mixture_2d` draws the 2-D ring and grid of Gaussians on which GANs'
 mode collapse is measured, and `teacher_network_regression` the data of a
-random tanh network of known width, on which width learning is measured. Install the extras with
-`pip install "tfp_deepgen[examples]"`.
+random tanh network of known width, on which width learning is measured.
+Install the extras with `pip install "tfp_deepgen[examples]"`.
 
 Example:
 

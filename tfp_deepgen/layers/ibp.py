@@ -46,8 +46,6 @@ TensorShape([2, 1])
 0
 """
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -81,7 +79,8 @@ class IBPGate(VariationalLayer):
 
     Args:
         alpha: IBP concentration, > 0: the prior expects about `alpha` active
-            units (unit `k` is active with prior mean `(alpha / (1 + alpha))^k`).
+            units (unit `k`, counted from 0, is active with prior mean
+            `(alpha / (1 + alpha))^(k + 1)`).
         temperature: Binary Concrete temperature in training, > 0; lower is
             closer to hard gates, with noisier gradients.
         initial_probability: `"prior"` (default): each gate starts at the
@@ -148,11 +147,11 @@ class IBPGate(VariationalLayer):
         self.gate_logits = weight("gate_logits", self._initial_logits())
 
     def _initial_logits(self):
-        if self.initial_probability != "prior":
-            p = self.initial_probability
-            return math.log(p / (1.0 - p))
-        ratio = self.alpha / (1.0 + self.alpha)
-        p = np.maximum(ratio ** np.arange(1, self.units + 1), _MIN_INITIAL_PROBABILITY)
+        if self.initial_probability == "prior":
+            ratio = self.alpha / (1.0 + self.alpha)
+            p = np.maximum(ratio ** np.arange(1, self.units + 1), _MIN_INITIAL_PROBABILITY)
+        else:
+            p = np.full(self.units, self.initial_probability)
         return np.log(p / (1.0 - p)).astype("float32")
 
     def kumaraswamy_parameters(self):
