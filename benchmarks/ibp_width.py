@@ -4,12 +4,15 @@ The setting of issue 18, as a user writes it: a teacher tanh network with k
 hidden units (`tdg.datasets.teacher_network_regression`, 2,000 examples,
 noise 0.1), a student `IBPDense(50, activation="tanh", kl_weight=1/n)` +
 `Dense(1)` with the MSE loss, Adam(0.01), batch 200. Two gate starts are
-trained per teacher, and each is counted at two thresholds:
+trained per teacher, and each is counted at three thresholds:
 
 - `uniform 0.9`: every gate starts at p = 0.9 (the default up to 0.1.0);
 - `prior`: gate k starts at the prior's E[pi_k] = (alpha / (1 + alpha))^(k+1)
   (the default now);
-- thresholds 0.5 (the default up to 0.1.0) and 0.9 (the default now).
+- thresholds 0.5 (the default of 0.1.0), 0.9 and 0.99 (the default now).
+
+`--alpha` sets the IBP concentration (the layer's default, 10, otherwise; it
+was 5 up to 0.1.0).
 
 Prints the active units per teacher and, per row, how many teachers end
 within +-1 of k. `--min-unit-stddev 0` draws the raw teachers, some of whose
@@ -29,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 import tfp_deepgen as tdg  # noqa: E402
 
-THRESHOLDS = (0.5, 0.9)
+THRESHOLDS = (0.5, 0.9, 0.99)
 
 
 def fit_student(x, y, initial_probability, epochs, seed, **layer_kwargs):

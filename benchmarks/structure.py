@@ -86,11 +86,11 @@ def build_model(kind, sizes, kl, seed=1):
 
 
 def close_gates(model, rng):
-    """Closes CLOSED of every IBPDense layer's units (gate logit -4, else +4)."""
+    """Closes CLOSED of every IBPDense layer's units (gate logit -6, else +6)."""
     for layer in model.layers:
         if isinstance(layer, tdg.layers.IBPDense):
             closed = rng.permutation(layer.units) < round(CLOSED * layer.units)
-            layer.gate_logits.assign(np.where(closed, -4.0, 4.0).astype("float32"))
+            layer.gate_logits.assign(np.where(closed, -6.0, 6.0).astype("float32"))
 
 
 def main(argv=None):

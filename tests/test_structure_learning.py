@@ -55,8 +55,9 @@ def fit(hidden_layer, x, y, epochs, learning_rate):
     return model
 
 
-# Teachers never used to choose the defaults (those were 100-109).
-FRESH_TEACHERS = (2026, 2027, 2028, 2029, 2030)
+# Teachers never used to choose the defaults (alpha 10 and threshold 0.99 were
+# chosen on teachers 100-104 and 2026-2030); these were run once, afterwards.
+FRESH_TEACHERS = (7001, 7002, 7003, 7004, 7005)
 
 
 def ibp_student_at_defaults(k, teacher):
@@ -80,22 +81,27 @@ def ibp_student_at_defaults(k, teacher):
 def test_ibp_at_its_defaults_learns_the_teachers_width(k):
     results = [ibp_student_at_defaults(k, teacher) for teacher in FRESH_TEACHERS]
     active = [layer.active_units() for _, layer, _ in results]
-    # Measured on these teachers: k=3 [3, 4, 5, 5, 4], k=8 [10, 5, 8, 7, 6]
-    # (mean error 1.0 and 1.6 units; the start of 0.1.0 gave 6-33). Within
-    # +-1 on 3 and 2 of 5: issue 18's bar of 4 of 5 is not reached yet.
-    assert np.mean(np.abs(np.array(active) - k)) <= 2.0, active
-    assert max(active) <= 2 * k + 1, active
+    # Measured on these teachers: k=3 [4, 3, 4, 4, 3], k=8 [8, 8, 8, 7, 10]
+    # (0.1.0's all-open start and 0.5 threshold gave 10-33).
+    assert sum(abs(a - k) <= 1 for a in active) >= 4, active
+    assert max(active) <= 2 * k, active
 
-    # The shrunk plain network predicts what the gated one predicts, and well.
-    model, layer, (x_test, y_test) = results[0]
+    test_errors = []
+    for model, _, (x_test, y_test) in results:
+        with tdg.layers.sampling_mode(model, "mean"):
+            test_errors.append(np.mean((model.predict(x_test, verbose=0) - y_test) ** 2))
+    # Measured: k=3 0.009-0.011; k=8 0.013-0.070 (median 0.021): 300 epochs
+    # do not fit every 8-unit teacher to the noise, though its width is found.
+    assert np.median(test_errors) < 3 * NOISE**2, test_errors
+
+    # The shrunk plain network predicts what the gated one predicts.
+    model, layer, (x_test, _) = results[0]
     assert tdg.structure.active_widths(model) == {layer.name: layer.active_units()}
     with tdg.layers.sampling_mode(model, "mean"):
         gated = model.predict(x_test, verbose=0)
     small = tdg.structure.shrink(model)
     assert small.layers[0].units == layer.active_units()
-    shrunk = small.predict(x_test, verbose=0)
-    np.testing.assert_allclose(shrunk, gated, rtol=1e-5, atol=1e-5)
-    assert np.mean((shrunk - y_test) ** 2) < 2 * NOISE**2
+    np.testing.assert_allclose(small.predict(x_test, verbose=0), gated, rtol=1e-5, atol=1e-5)
 
 
 def test_horseshoe_shrinks_unused_units_by_an_order_of_magnitude():

@@ -125,7 +125,7 @@ class ActiveUnitsMonitor(keras.callbacks.Callback):
     >>> import numpy as np, keras, tfp_deepgen as tdg
     >>> model = keras.Sequential([
     ...     keras.Input((3,)),
-    ...     tdg.layers.IBPDense(4, initial_probability=0.95, name="hidden"),
+    ...     tdg.layers.IBPDense(4, initial_probability=0.995, name="hidden"),
     ...     keras.layers.Dense(1)])
     >>> model.compile("adam", "mse")
     >>> history = model.fit(np.ones((8, 3)), np.ones((8, 1)), verbose=0,

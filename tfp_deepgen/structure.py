@@ -14,7 +14,7 @@ Example:
 ...     tdg.layers.IBPDense(6, activation="tanh"),
 ...     keras.layers.Dense(1),
 ... ])
->>> model.layers[0].gate_logits.assign([3.0, -3.0, 3.0, -3.0, -3.0, 3.0])  # doctest: +ELLIPSIS
+>>> model.layers[0].gate_logits.assign([6.0, -6.0, 6.0, -6.0, -6.0, 6.0])  # doctest: +ELLIPSIS
 <...>
 >>> small = tdg.structure.shrink(model)
 >>> small.layers[0].units
