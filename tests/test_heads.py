@@ -277,6 +277,15 @@ def test_nll_equals_tfp_log_prob_of_documented_parameterization(case):
     np.testing.assert_allclose(float(nll(y, params)), -expected.mean(), rtol=1e-5)
 
 
+def test_nll_loss_refuses_what_is_not_a_head_and_rebuilds_from_its_config():
+    with pytest.raises(ValueError, match="`head` must be a tfp_deepgen.heads head"):
+        losses.NegativeLogLikelihood("normal")
+    loss = losses.NegativeLogLikelihood(heads.StudentT(1))
+    again = losses.NegativeLogLikelihood.from_config(loss.get_config())
+    y, params = f32([[0.5]]), f32([[0.1, -0.3, 0.7]])
+    np.testing.assert_allclose(float(again(y, params)), float(loss(y, params)))
+
+
 @pytest.mark.parametrize("case", NLL_CASES, ids=lambda c: c.id)
 def test_log_prob_matches_scipy(case):
     head, y, params = _draw(case, seed=1)

@@ -1,4 +1,8 @@
-"""Losses built from distribution-output heads."""
+"""Losses built from distribution-output heads.
+
+This module sits below `tfp_deepgen.heads` (heads import it for `head.loss`),
+so it asks a head only for its public `checked_nll` and `name`.
+"""
 
 import keras
 
@@ -25,9 +29,13 @@ class NegativeLogLikelihood(keras.losses.Loss):
     """
 
     def __init__(self, head, reduction="sum_over_batch_size", name=None, **kwargs):
-        from tfp_deepgen.heads.base import resolve_head
-
-        head = resolve_head(head)
+        if isinstance(head, dict):
+            head = keras.saving.deserialize_keras_object(head)
+        if not callable(getattr(head, "checked_nll", None)):
+            raise ValueError(
+                "`head` must be a tfp_deepgen.heads head (e.g. "
+                f"tdg.heads.IndependentNormal()). Received: head={head!r}"
+            )
         super().__init__(name=name or f"{head.name}_nll", reduction=reduction, **kwargs)
         # Kept as a bound method, not as an attribute holding the head: Keras's
         # `.keras` loading walks attributes depth first, and a head -> loss ->

@@ -18,6 +18,7 @@ import tensorflow_probability as tfp
 
 from tfp_deepgen import _validation, random
 from tfp_deepgen._math import softplus_inverse
+from tfp_deepgen.priors import LogUniform
 
 tfd = tfp.distributions
 
@@ -117,9 +118,6 @@ class MeanFieldNormal:
 
 
 def _require_log_uniform(prior, posterior):
-    # Imported here: priors -> posteriors would otherwise import in a cycle.
-    from tfp_deepgen.priors import LogUniform
-
     if not isinstance(prior, LogUniform):
         raise ValueError(
             f"{posterior} has a KL only against tfp_deepgen.priors.LogUniform. "

@@ -24,10 +24,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
+from tfp_deepgen._untracked import Untracked
 from tfp_deepgen.heads import Categorical, DistributionHead, IndependentBernoulli
 from tfp_deepgen.heads.discrete import NegativeBinomial, Poisson
 from tfp_deepgen.layers.base import int32_seed, monte_carlo_mode
-from tfp_deepgen.layers.linear import PosteriorScaleSnapshot, _Untracked
+from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
 
 __all__ = ["MonteCarloPredictive", "predict"]
 
@@ -465,7 +466,7 @@ def predict(
     # once per call (a snapshot) instead of once per batch.
     cache = getattr(model, "_tdg_predict_cache", None)
     if cache is None:
-        cache = _Untracked({})
+        cache = Untracked({})
         model._tdg_predict_cache = cache
     key = (num_samples, quantiles, target_mean, target_stddev, outputs, jit_compile)
     if key not in cache.value:

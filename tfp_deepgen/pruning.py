@@ -34,17 +34,16 @@ from tfp_deepgen.layers.base import stochastic_layers
 from tfp_deepgen.layers.variational_dropout import (
     Conv2DSparseVariationalDropout,
     DenseSparseVariationalDropout,
-    _SparseVariationalDropout,
 )
+
+SPARSE_LAYERS = (DenseSparseVariationalDropout, Conv2DSparseVariationalDropout)
 
 __all__ = ["sparse_layers", "kept_weight_counts", "compression_ratio", "prune"]
 
 
 def sparse_layers(model):
     """The sparse variational dropout layers of `model`, depth first."""
-    return [
-        layer for layer in stochastic_layers(model) if isinstance(layer, _SparseVariationalDropout)
-    ]
+    return [layer for layer in stochastic_layers(model) if isinstance(layer, SPARSE_LAYERS)]
 
 
 def kept_weight_counts(model, threshold=None):
@@ -86,7 +85,7 @@ def compression_ratio(model, threshold=None):
 
 
 def _plain_layer(layer):
-    if not isinstance(layer, _SparseVariationalDropout):
+    if not isinstance(layer, SPARSE_LAYERS):
         return layer.__class__.from_config(layer.get_config())
     common = {
         "activation": layer.activation,

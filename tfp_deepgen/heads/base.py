@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_deepgen import _validation
+from tfp_deepgen.losses import NegativeLogLikelihood
 
 tfd = tfp.distributions
 
@@ -114,8 +115,6 @@ class DistributionHead(keras.layers.Layer):
     @property
     def loss(self):
         """The Keras loss `-log p(y_true | params)` for `model.compile`."""
-        from tfp_deepgen.losses import NegativeLogLikelihood
-
         if getattr(self, "_loss", None) is None:
             object.__setattr__(self, "_loss", NegativeLogLikelihood(self))
         return self._loss

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation, random
 from tfp_deepgen import priors as priors_lib
+from tfp_deepgen._untracked import Untracked
 from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
 from tfp_deepgen.posteriors import DEFAULT_SCALE_INIT, MeanFieldNormal
 
@@ -383,13 +384,6 @@ def _tiled_batch(inputs, copies):
     return inputs.op.inputs[0]
 
 
-class _Untracked:
-    """Holds references that Keras must not track as a layer's own state."""
-
-    def __init__(self, value):
-        self.value = value
-
-
 class PosteriorScaleSnapshot(keras.layers.Layer):
     """Copies of the posterior scales that Monte-Carlo passes can read instead.
 
@@ -448,8 +442,8 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
                 copies.append(copy)
                 entries.append((posterior, copy, source))
             targets.append((layer, tuple(copies)))
-        self._targets = _Untracked(targets)
-        self._entries = _Untracked(entries)
+        self._targets = Untracked(targets)
+        self._entries = Untracked(entries)
         self.built = True
         self.refresh()
 
@@ -514,7 +508,7 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
     def active(self):
         """Layers read their scales from the snapshot inside the context."""
         for layer, copies in self._targets.value:
-            layer._frozen_scales = _Untracked(copies)
+            layer._frozen_scales = Untracked(copies)
         try:
             yield self
         finally:
