@@ -97,7 +97,7 @@ def build_model(kind, seed=1):
 def sparsify(model, rng):
     """Pushes ~SPARSITY of every sparse layer's weights to log alpha ~ 5 (> threshold 3)."""
     for layer in tdg.pruning.sparse_layers(model):
-        q = layer._kernel_posterior
+        q = layer.kernel_posterior_params
         loc = q.loc.numpy()
         drop = rng.random(loc.shape) < SPARSITY
         log_var = np.where(drop, np.log(np.square(loc) + 1e-8) + 5.0, q.log_variance.numpy())

@@ -121,7 +121,7 @@ def main():
     # Start from the plain network, as in the paper's LeNet experiments.
     for plain_layer, sparse_layer in zip(plain.layers[:-1], sparse.layers[:-1], strict=True):
         kernel, bias = plain_layer.get_weights()
-        sparse_layer._kernel_posterior.loc.assign(kernel)
+        sparse_layer.kernel_posterior_params.loc.assign(kernel)
         sparse_layer.bias.assign(bias)
     print(f"\nsparse VD LeNet-300-100, {args.epochs} epochs")
     monitor = tdg.callbacks.SparsityMonitor(per_layer=True)

@@ -455,3 +455,21 @@ def test_inference_calls_add_the_kl_but_do_not_record_it(cls):
     assert float(layer.last_kl) != recorded
     # Normal prior: the KL is analytic, the same at every call.
     np.testing.assert_allclose(float(inference_loss), 0.5 * float(layer.last_kl), rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", DENSE, ids=lambda c: c.__name__)
+def test_posterior_params_hold_the_layers_variables(cls):
+    layer = cls(3, seed=0)
+    x = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    layer(x)
+    q = layer.kernel_posterior_params
+    assert any(q.loc is v for v in layer.trainable_variables)
+    assert layer.bias_posterior_params is None  # point-estimated bias
+    kernel = np.random.default_rng(1).normal(size=(5, 3)).astype("float32")
+    q.loc.assign(kernel)
+    with layers.sampling_mode(layer, "mean"):
+        np.testing.assert_allclose(layer(x), x @ kernel + layer.bias.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(layer.kernel_posterior().mean(), kernel)
+    with_bias = cls(3, bias_prior=priors.Normal(), seed=0)
+    with_bias(x)
+    assert with_bias.bias_posterior_params.loc.shape == (3,)

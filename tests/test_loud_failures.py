@@ -138,7 +138,7 @@ def test_ordinary_rows_are_unchanged_bit_for_bit():
     layer = layers.DenseLocalReparameterization(3, seed=0)
     x = np.random.default_rng(1).normal(size=(6, 4)).astype("float32") * 1e3
     layer(x)
-    q = layer._kernel_posterior
+    q = layer.kernel_posterior_params
     state = layer.seed_generator.state.numpy()
     outputs = layer(x, training=True).numpy()
     layer.seed_generator.state.assign(state)

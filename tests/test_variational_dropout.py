@@ -82,7 +82,7 @@ def _kl_gradients(layer, x):
 def test_sparse_layer_kl_gradient_raises_the_noise():
     layer = tdg.layers.DenseSparseVariationalDropout(4, seed=0)
     grads = _kl_gradients(layer, tf.ones((2, 5)))
-    grad = grads[layer._kernel_posterior.log_variance.path].numpy()
+    grad = grads[layer.kernel_posterior_params.log_variance.path].numpy()
     inside = np.abs(layer.log_alpha.numpy()) < 8
     assert inside.any() and np.all(grad[inside] < 0)
 
@@ -90,7 +90,7 @@ def test_sparse_layer_kl_gradient_raises_the_noise():
 def test_variational_dropout_kl_gradient_raises_alpha():
     layer = tdg.layers.DenseVariationalDropout(4, initial_rate=0.2, seed=0)
     grads = _kl_gradients(layer, tf.ones((2, 5)))
-    assert np.all(grads[layer._kernel_posterior.raw_log_alpha.path].numpy() < 0)
+    assert np.all(grads[layer.kernel_posterior_params.raw_log_alpha.path].numpy() < 0)
 
 
 def _moments(layer, x, n=40_000):
@@ -104,7 +104,7 @@ def test_variational_dropout_samples_the_weight_noise_marginal():
     x = np.array([[1.0, -2.0, 0.5, 3.0]], "float32")
     layer.build(x.shape)
     theta = np.random.RandomState(0).randn(4, 3).astype("float32")
-    layer._kernel_posterior.loc.assign(theta)
+    layer.kernel_posterior_params.loc.assign(theta)
     alpha = 0.3 / 0.7
     mean, var = _moments(layer, x)
     expected_var = (x**2) @ (alpha * theta**2)
@@ -118,7 +118,7 @@ def test_variational_dropout_samples_the_weight_noise_marginal():
 def test_variational_dropout_rate_is_capped_and_keeps_its_gradient():
     layer = tdg.layers.DenseVariationalDropout(2, alpha_per="layer", initial_rate=0.2, max_rate=0.3)
     layer.build((None, 3))
-    raw = layer._kernel_posterior.raw_log_alpha
+    raw = layer.kernel_posterior_params.raw_log_alpha
     raw.assign(5.0)  # far past the cap
     rate = float(layer.dropout_rate.numpy()[0])
     assert 0.29 < rate < 0.3
@@ -135,7 +135,7 @@ def _sparse_layer_with_known_alpha():
     layer.build((None, 4))
     theta = np.array([[1.0, 2.0], [-1.0, 0.5], [2.0, -1.0], [0.5, 1.0]], "float32")
     log_alpha = np.stack([np.full(4, 6.0), np.full(4, -4.0)], axis=1)
-    q = layer._kernel_posterior
+    q = layer.kernel_posterior_params
     q.loc.assign(theta)
     q.log_variance.assign(log_alpha + np.log(theta**2))
     layer.bias.assign([0.25, -0.5])
@@ -146,7 +146,7 @@ def test_sparse_training_samples_every_weight_by_local_reparameterization():
     layer, theta = _sparse_layer_with_known_alpha()
     x = np.array([[1.0, 0.5, -1.0, 2.0]], "float32")
     mean, var = _moments(layer, x)
-    expected_var = (x**2) @ np.exp(layer._kernel_posterior.log_variance.numpy())
+    expected_var = (x**2) @ np.exp(layer.kernel_posterior_params.log_variance.numpy())
     np.testing.assert_allclose(var, expected_var[0], rtol=0.05)
     np.testing.assert_array_less(
         np.abs(mean - (x @ theta)[0] - [0.25, -0.5]), 5 * np.sqrt(expected_var[0] / 40_000)
@@ -234,7 +234,7 @@ def test_sparse_vd_prunes_irrelevant_inputs_and_keeps_relevant_ones(fitted_spars
     relevant = coef != 0
     assert np.all(log_alpha[relevant] < 3), log_alpha
     assert np.all(log_alpha[~relevant] > 3), log_alpha
-    theta = model.layers[0]._kernel_posterior.loc.numpy()[:, 0]
+    theta = model.layers[0].kernel_posterior_params.loc.numpy()[:, 0]
     np.testing.assert_allclose(theta[relevant], coef[relevant], atol=0.1)
 
 
@@ -276,7 +276,7 @@ def test_pruned_conv_network_matches_the_mean_network():
         ]
     )
     conv = model.layers[0]
-    q = conv._kernel_posterior
+    q = conv.kernel_posterior_params
     # Drop about half of the conv weights.
     drop = np.random.RandomState(0).rand(*q.shape) < 0.5
     q.log_variance.assign(np.where(drop, 10.0, -10.0) + np.log(q.loc.numpy() ** 2 + 1e-8))
@@ -320,7 +320,7 @@ def test_monte_carlo_predictive_sees_the_kept_weights_noise_only():
     model = keras.Sequential([keras.Input((3,)), layer, tdg.heads.IndependentNormal(1, scale=1.0)])
     theta = np.array([[1.0], [-2.0], [0.5]], "float32")
     log_alpha = np.array([[6.0], [-2.0], [-1.0]], "float32")  # the first weight is dropped
-    q = layer._kernel_posterior
+    q = layer.kernel_posterior_params
     q.loc.assign(theta)
     q.log_variance.assign(log_alpha + np.log(theta**2))
     x = np.array([[2.0, 1.0, -1.0]], "float32")

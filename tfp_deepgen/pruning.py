@@ -139,7 +139,9 @@ def prune(model, threshold=None):
     for layer in model.layers:
         target = pruned.get_layer(layer.name)
         if layer.name in sparse:
-            kernel = layer._kernel_posterior.loc.numpy() * layer.kept_weights(threshold).numpy()
+            kernel = (
+                layer.kernel_posterior_params.loc.numpy() * layer.kept_weights(threshold).numpy()
+            )
             weights = [kernel] + ([layer.bias.numpy()] if layer.use_bias else [])
             target.set_weights([np.asarray(w, "float32") for w in weights])
         else:

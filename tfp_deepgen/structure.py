@@ -73,7 +73,7 @@ def _dense_weights(layer):
     if isinstance(layer, IBPDense):
         layer = layer.dense
     if isinstance(layer, DenseLocalReparameterization):
-        kernel = layer._kernel_posterior.loc.numpy()
+        kernel = layer.kernel_posterior_params.loc.numpy()
     else:
         kernel = layer.kernel.numpy()
     bias = layer.bias.numpy() if layer.bias is not None else None

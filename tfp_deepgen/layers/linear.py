@@ -187,6 +187,20 @@ class VariationalLinear(VariationalLayer):
         bias_scale = bias_q.scale() if bias_q is not None else None
         return self._kernel_posterior.scale(), bias_scale
 
+    @property
+    def kernel_posterior_params(self):
+        """The kernel's `tdg.posteriors` object: its variables and `distribution()`.
+
+        E.g. `layer.kernel_posterior_params.loc` is the variable of the kernel's
+        posterior means (assign to it to start from trained weights).
+        """
+        return self._kernel_posterior
+
+    @property
+    def bias_posterior_params(self):
+        """The bias's `tdg.posteriors` object, or None for a point-estimated bias."""
+        return self._bias_posterior
+
     def kernel_posterior(self):
         """The TFP distribution `q(kernel)` (event shape = kernel shape)."""
         return self._kernel_posterior.distribution()
@@ -427,11 +441,11 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
         for layer in stochastic_layers(model):
             if not isinstance(layer, VariationalLinear):
                 continue
-            if layer._kernel_posterior.scale_depends_on_loc:
+            if layer.kernel_posterior_params.scale_depends_on_loc:
                 continue  # its scale moves with the means; computed per call
             copies = []
             for part in ("kernel", "bias"):
-                posterior = getattr(layer, f"_{part}_posterior")
+                posterior = getattr(layer, f"{part}_posterior_params")
                 if posterior is None:
                     copies.append(None)
                     continue
