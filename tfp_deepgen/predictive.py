@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tfp_deepgen import _validation
 from tfp_deepgen._untracked import Untracked
-from tfp_deepgen.heads import Categorical, DistributionHead, IndependentBernoulli
+from tfp_deepgen.heads import Categorical, IndependentBernoulli, final_head
 from tfp_deepgen.heads.discrete import NegativeBinomial, Poisson
 from tfp_deepgen.layers.base import int32_seed, monte_carlo_mode
 from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
@@ -186,7 +186,7 @@ class MonteCarloPredictive:
 
 def _settings(model, num_samples, quantiles, target_mean, target_stddev):
     """Validated `(head, num_samples, quantiles, target_mean, target_stddev)`."""
-    head = _final_head(model)
+    head = final_head(model)
     num_samples = _validation.positive_int("num_samples", num_samples)
     quantiles = tuple(_validation.open_unit_float("quantiles", q) for q in quantiles)
     if not quantiles:
@@ -199,40 +199,6 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
             f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."
         )
     return head, num_samples, quantiles, target_mean, target_stddev
-
-
-def _final_head(model):
-    """The `DistributionHead` that computes `model`'s output.
-
-    Looks through nested models: a functional model's output layer, else the
-    last layer (a Sequential or subclassed model).
-    """
-    layer = model
-    while isinstance(layer, keras.Model):
-        outputs = (
-            getattr(layer, "outputs", None) if not isinstance(layer, keras.Sequential) else None
-        )
-        if outputs and len(outputs) > 1:
-            raise ValueError(
-                f"`model` must have one output, the head's parameters; {layer.name!r} has "
-                f"{len(outputs)}. Predict with a model that ends in a single tfp_deepgen head."
-            )
-        if outputs and hasattr(outputs[0], "_keras_history"):
-            layer = outputs[0]._keras_history.operation
-        else:
-            layer = layer.layers[-1] if layer.layers else None
-    if isinstance(layer, DistributionHead):
-        return layer
-    last = "no layers" if layer is None else f"a {type(layer).__name__} ({layer.name!r})"
-    raise ValueError(
-        "`model` must end in a tfp_deepgen.heads head, which turns the last layer's output "
-        f"into a distribution; its last layer is {last}. Add a head as the model's last "
-        "layer, after a layer of size `head.input_size`: e.g. `head = "
-        "tdg.heads.IndependentNormal(event_size)` after "
-        "`keras.layers.Dense(head.input_size)` (or a variational layer such as "
-        "`tdg.layers.DenseFlipout(head.input_size)`); for classes "
-        "`tdg.heads.Categorical(num_classes)`."
-    )
 
 
 def _is_array(value):

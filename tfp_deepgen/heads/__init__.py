@@ -9,7 +9,7 @@ distribution and `head.loss` its negative log-likelihood:
 >>> model.compile("adam", loss=head.loss)
 """
 
-from tfp_deepgen.heads.base import DistributionHead
+from tfp_deepgen.heads.base import DistributionHead, final_head
 from tfp_deepgen.heads.continuous import (
     Gamma,
     IndependentNormal,
@@ -26,6 +26,7 @@ from tfp_deepgen.heads.discrete import (
 
 __all__ = [
     "DistributionHead",
+    "final_head",
     "IndependentNormal",
     "IndependentBernoulli",
     "Categorical",

@@ -224,6 +224,66 @@ def resolve_head(head, argument="head"):
     return head
 
 
+_ADD_A_HEAD = (
+    "Add a head as the model's last layer, after a layer of size `head.input_size`: "
+    "e.g. `head = tdg.heads.IndependentNormal(event_size)` after "
+    "`keras.layers.Dense(head.input_size)` (or a variational layer such as "
+    "`tdg.layers.DenseFlipout(head.input_size)`); for classes "
+    "`tdg.heads.Categorical(num_classes)`."
+)
+
+
+def final_head(model, argument="model", allowed=DistributionHead):
+    """The head that computes `model`'s output, looking through nested models.
+
+    A functional model's output layer is followed, else the last layer (a
+    Sequential or subclassed model), into nested models until a layer that is
+    not a model is reached.
+
+    Args:
+        model: A Keras model.
+        argument: The caller's name for `model`, used in errors.
+        allowed: The head class (or tuple of classes) the caller accepts.
+
+    Raises:
+        ValueError: naming `argument` when `model` has several outputs or does
+            not end in an `allowed` head.
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> head = tdg.heads.Poisson()
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1), head])
+    >>> tdg.heads.final_head(model) is head
+    True
+    """
+    layer = model
+    while isinstance(layer, keras.Model):
+        outputs = None if isinstance(layer, keras.Sequential) else getattr(layer, "outputs", None)
+        if outputs and len(outputs) > 1:
+            raise ValueError(
+                f"`{argument}` must have one output, the head's parameters; {layer.name!r} "
+                f"has {len(outputs)}. Use a model that ends in a single tfp_deepgen head."
+            )
+        if outputs and hasattr(outputs[0], "_keras_history"):
+            layer = outputs[0]._keras_history.operation
+        else:
+            layer = layer.layers[-1] if layer.layers else None
+    if isinstance(layer, allowed):
+        return layer
+    names = (
+        " or ".join(f"tdg.heads.{cls.__name__}" for cls in allowed)
+        if isinstance(allowed, tuple)
+        else "a tfp_deepgen.heads head"
+    )
+    last = "no layers" if layer is None else f"a {type(layer).__name__} ({layer.name!r})"
+    raise ValueError(
+        f"`{argument}` must be a Keras model whose last layer is {names}: it must end in a "
+        "tfp_deepgen.heads head, which turns the last layer's output into a distribution; "
+        f"its last layer is {last}. {_ADD_A_HEAD}"
+    )
+
+
 #: Default `scale_slope` of the heads with a learned scale:
 #: `scale = softplus(scale_slope * s) + min_scale`. At 1, a network's scale
 #: output swings over orders of magnitude at initialisation; a few examples

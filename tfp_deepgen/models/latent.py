@@ -13,29 +13,11 @@ import tensorflow_probability as tfp
 
 from tfp_deepgen import priors, random
 from tfp_deepgen.heads import IndependentNormal, MultivariateNormalTriL
-from tfp_deepgen.heads.base import DistributionHead
 from tfp_deepgen.layers.base import StochasticLayer
 
 tfd = tfp.distributions
 
 POSTERIOR_HEADS = (IndependentNormal, MultivariateNormalTriL)
-
-
-def head_of(model, argument, allowed=DistributionHead):
-    """The `tfp_deepgen.heads` head that ends `model`, or a ValueError naming `argument`."""
-    layers = getattr(model, "layers", None)
-    head = layers[-1] if layers else None
-    if not isinstance(head, allowed):
-        names = (
-            " or ".join(f"tdg.heads.{cls.__name__}" for cls in allowed)
-            if isinstance(allowed, tuple)
-            else "a tfp_deepgen.heads head"
-        )
-        raise ValueError(
-            f"`{argument}` must be a Keras model whose last layer is {names}; "
-            f"its last layer is {head!r}."
-        )
-    return head
 
 
 def checked_prior(prior, argument="prior"):

@@ -6,8 +6,7 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.heads import Categorical
-from tfp_deepgen.models import latent
+from tfp_deepgen.heads import Categorical, final_head
 from tfp_deepgen.models.conditional_vae import ConditionalVAE
 
 __all__ = ["SemiSupervisedVAE", "UNLABELLED"]
@@ -83,7 +82,7 @@ class SemiSupervisedVAE(ConditionalVAE):
         classification_weight=1.0,
         **kwargs,
     ):
-        head = latent.head_of(classifier, "classifier", (Categorical,))
+        head = final_head(classifier, "classifier", (Categorical,))
         if num_classes is not None and num_classes != head.num_classes:
             raise ValueError(
                 f"`num_classes` ({num_classes}) must match the classifier head's "

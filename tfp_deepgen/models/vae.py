@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.heads import Categorical
+from tfp_deepgen.heads import Categorical, final_head
 from tfp_deepgen.models import _fit_data, latent
 from tfp_deepgen.models._batches import in_batches
 from tfp_deepgen.models._labels import network_inputs
@@ -89,8 +89,8 @@ class VAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.encoder_head = latent.head_of(encoder, "encoder", latent.POSTERIOR_HEADS)
-        self.decoder_head = latent.head_of(decoder, "decoder")
+        self.encoder_head = final_head(encoder, "encoder", latent.POSTERIOR_HEADS)
+        self.decoder_head = final_head(decoder, "decoder")
         self.encoder = encoder
         self.decoder = decoder
         self.latent_dim = self.encoder_head.event_size
