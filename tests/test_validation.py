@@ -10,7 +10,7 @@ import pytest
 import tensorflow_probability as tfp
 from layer_classes import ALL, CONV, DENSE
 
-from tfp_deepgen import priors
+from tfp_deepgen import _validation, priors
 
 tfd = tfp.distributions
 
@@ -236,3 +236,45 @@ def test_feature_dimension_is_fixed_after_build(cls):
     with pytest.raises(ValueError) as info:
         layer(np.ones(bad, np.float32))
     assert str(bad) in str(info.value)
+
+
+# --------------------------------------------------------------------------
+# The shared rules: one boolean check, one seed rule
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_boolean_accepts_true_and_false(value):
+    assert _validation.boolean("flag", value) is value
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", None, np.bool_(True), 1.0])
+def test_boolean_refuses_anything_else(value):
+    with pytest.raises(ValueError, match="`flag` must be True or False. Received: flag="):
+        _validation.boolean("flag", value)
+
+
+@pytest.mark.parametrize("value", [0, 3, 2**40, np.int64(3), np.uint8(7), np.int32(0)])
+def test_seed_accepts_python_and_numpy_integers_as_python_int(value):
+    checked = _validation.seed("seed", value)
+    assert checked == int(value) and type(checked) is int
+
+
+def test_seed_none_means_random_unless_refused():
+    assert _validation.seed("seed", None) is None
+    with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0\. Received: seed=None"):
+        _validation.seed("seed", None, allow_none=False)
+
+
+@pytest.mark.parametrize("value", [-1, np.int64(-5), 1.5, 2.0, "3", True, np.bool_(False), [1, 2]])
+def test_seed_refuses_negatives_floats_bools_and_strings(value):
+    with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0 or None\. Received"):
+        _validation.seed("seed", value)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=_name)
+def test_layers_take_a_numpy_integer_seed(cls):
+    layer = _make(cls, seed=np.int64(5))
+    assert layer.seed == 5 and type(layer.seed) is int
+    assert layer.get_config()["seed"] == 5
+    _raises_naming("seed", cls, seed=-1)

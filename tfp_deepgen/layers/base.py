@@ -73,10 +73,8 @@ class StochasticLayer(keras.layers.Layer):
     def __init__(self, sampling="sample", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.sampling = _validation.one_of("sampling", sampling, SAMPLING_MODES)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed = _validation.seed("seed", seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         # Set by `monte_carlo_mode`: the batch holds this many stacked copies.
         self.monte_carlo_samples = None
 

@@ -167,11 +167,7 @@ class GaussianDropout(_Dropout):
 
     def __init__(self, rate, at_inference=False, sampling="sample", seed=None, **kwargs):
         super().__init__(rate, sampling=sampling, seed=seed, **kwargs)
-        if not isinstance(at_inference, bool):
-            raise ValueError(
-                f"`at_inference` must be True or False. Received: at_inference={at_inference!r}"
-            )
-        self.at_inference = at_inference
+        self.at_inference = _validation.boolean("at_inference", at_inference)
 
     @property
     def alpha(self):

@@ -127,9 +127,7 @@ class DenseHorseshoe(VariationalLayer):
         super().__init__(kl_weight=kl_weight, sampling=sampling, seed=seed, **kwargs)
         self.units = _validation.positive_int("units", units)
         self.activation = keras.activations.get(activation)
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be True or False. Received: use_bias={use_bias!r}")
-        self.use_bias = use_bias
+        self.use_bias = _validation.boolean("use_bias", use_bias)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.local_scale = _validation.positive_float("local_scale", local_scale)
         self.global_scale = _validation.positive_float("global_scale", global_scale)

@@ -275,9 +275,7 @@ class IBPDense(IBPGate):
         super().__init__(**kwargs)
         self.units = _validation.positive_int("units", units)
         self.activation = keras.activations.get(activation)
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be True or False. Received: use_bias={use_bias!r}")
-        self.use_bias = use_bias
+        self.use_bias = _validation.boolean("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         common = {

@@ -104,9 +104,7 @@ class VariationalLinear(VariationalLayer):
         self.kernel_prior = priors_lib.get(kernel_prior, "kernel_prior")
         self.bias_prior = priors_lib.get(bias_prior, "bias_prior")
         self.activation = keras.activations.get(activation)
-        if not isinstance(use_bias, bool):
-            raise ValueError(f"`use_bias` must be True or False. Received: use_bias={use_bias!r}")
-        self.use_bias = use_bias
+        self.use_bias = _validation.boolean("use_bias", use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_posterior_scale_init = _validation.positive_float(
@@ -432,11 +430,7 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
 
     def __init__(self, model, track_changes=False, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(track_changes, bool):
-            raise ValueError(
-                f"`track_changes` must be True or False. Received: track_changes={track_changes!r}"
-            )
-        self.track_changes = track_changes
+        self.track_changes = _validation.boolean("track_changes", track_changes)
         targets, entries = [], []
         for layer in stochastic_layers(model):
             if not isinstance(layer, VariationalLinear):

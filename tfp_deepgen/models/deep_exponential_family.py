@@ -138,12 +138,7 @@ class DeepExponentialFamily(keras.Model):
         self.prior_rate = _validation.positive_float("prior_rate", prior_rate)
         self.weight_shape = _validation.positive_float("weight_shape", weight_shape)
         self.weight_rate = _validation.positive_float("weight_rate", weight_rate)
-        if not isinstance(variational_weights, bool):
-            raise ValueError(
-                "`variational_weights` must be True or False. "
-                f"Received: variational_weights={variational_weights!r}"
-            )
-        self.variational_weights = variational_weights
+        self.variational_weights = _validation.boolean("variational_weights", variational_weights)
         self.num_examples = num_examples
         self.encoder_units = _positive_ints("encoder_units", encoder_units, allow_empty=True)
         self.reparameterized = self.latent in vf.REPARAMETERIZED
@@ -156,9 +151,9 @@ class DeepExponentialFamily(keras.Model):
                 f"gradient uses the other draws as its baseline. Received: "
                 f"num_samples={num_samples!r}"
             )
-        self.seed = seed
+        self.seed = _validation.seed("seed", seed)
         self.positive = self.weight_family == "gamma" and self.latent in ef.POSITIVE_FAMILIES
-        self.sampler = LatentSampler(seed=seed, name="sampler")
+        self.sampler = LatentSampler(seed=self.seed, name="sampler")
         self.encoder_layers = [
             keras.layers.Dense(units, activation="softplus", name=f"encoder_{i}")
             for i, units in enumerate(self.encoder_units)

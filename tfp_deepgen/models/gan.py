@@ -103,8 +103,8 @@ class GAN(keras.Model):
             num_classes = _validation.positive_int("num_classes", num_classes)
         self.num_classes = num_classes
         self.latent_prior = latent.checked_prior(latent_prior, "latent_prior")
-        self.seed = seed
-        self.latent_sampler = latent.LatentSampler(seed=seed, name="latent_sampler")
+        self.seed = _validation.seed("seed", seed)
+        self.latent_sampler = latent.LatentSampler(seed=self.seed, name="latent_sampler")
         self.total_loss_tracker = keras.metrics.Mean(name="loss")
         self.d_loss_tracker = keras.metrics.Mean(name="d_loss")
         self.g_loss_tracker = keras.metrics.Mean(name="g_loss")

@@ -100,10 +100,7 @@ class VAE(keras.Model):
         self.num_importance_samples = _validation.positive_int(
             "num_importance_samples", num_importance_samples
         )
-        if not isinstance(analytic_kl, bool):
-            raise ValueError(
-                f"`analytic_kl` must be True or False. Received: analytic_kl={analytic_kl!r}"
-            )
+        analytic_kl = _validation.boolean("analytic_kl", analytic_kl)
         if analytic_kl and not self.prior.has_analytic_kl:
             raise ValueError(
                 f"`analytic_kl=True` needs a prior with a closed-form KL "
