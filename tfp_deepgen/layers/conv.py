@@ -33,18 +33,8 @@ __all__ = [
 class _VariationalConv(linear.VariationalLinear):
     """N-D convolution with a mean-field Normal posterior on its kernel.
 
-    Args:
-        filters: Number of output channels, a positive integer.
-        kernel_size: Positive int or tuple of `rank` ints.
-        strides: Positive int or tuple of `rank` ints.
-        padding: `"valid"` or `"same"`.
-        data_format: `"channels_last"` or `"channels_first"`; default from
-            `keras.config.image_data_format()`.
-        dilation_rate: Positive int or tuple of `rank` ints.
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_posterior_scale_init, bias_posterior_scale_init, kernel_prior,
-        bias_prior, kl_weight, sampling, seed: as for the variational dense
-            layers.
+    The public subclasses fix the rank and the estimator; their docstrings
+    list the arguments.
     """
 
     rank = None
@@ -159,36 +149,331 @@ class _VariationalConv(linear.VariationalLinear):
         return config
 
 
-def _conv_class(name, rank, estimator, summary):
-    cls = type(
-        name,
-        (_VariationalConv,),
-        {
-            "rank": rank,
-            "estimator": estimator,
-            "__doc__": summary + "\n" + _VariationalConv.__doc__.split("\n", 1)[1],
-            "__module__": __name__,
-        },
-    )
-    return keras.saving.register_keras_serializable(package="tfp_deepgen")(cls)
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv1DReparameterization(_VariationalConv):
+    """1-D convolution drawing one kernel sample per call (Bayes by Backprop).
+
+    A drop-in replacement for `keras.layers.Conv1D` with weight uncertainty.
+    Convolves with `W = mu + sigma * eps`, one draw of the kernel from its
+    mean-field Normal posterior shared by the whole batch.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 1 int.
+        strides: Positive int or tuple of 1 int; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 1 int; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv1DReparameterization(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 10, 3))).shape
+    TensorShape([2, 10, 4])
+    """
+
+    rank = 1
+    estimator = linear.REPARAMETERIZATION
 
 
-_REPARAM = "Convolution with one kernel sample per call (Bayes by Backprop)."
-_FLIPOUT = "Convolution with flipout: per-example decorrelated weight noise."
-_LOCAL = "Convolution sampling each activation from its Gaussian marginal."
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv2DReparameterization(_VariationalConv):
+    """2-D convolution drawing one kernel sample per call (Bayes by Backprop).
 
-Conv1DReparameterization = _conv_class(
-    "Conv1DReparameterization", 1, linear.REPARAMETERIZATION, _REPARAM
-)
-Conv2DReparameterization = _conv_class(
-    "Conv2DReparameterization", 2, linear.REPARAMETERIZATION, _REPARAM
-)
-Conv3DReparameterization = _conv_class(
-    "Conv3DReparameterization", 3, linear.REPARAMETERIZATION, _REPARAM
-)
-Conv1DFlipout = _conv_class("Conv1DFlipout", 1, linear.FLIPOUT, _FLIPOUT)
-Conv2DFlipout = _conv_class("Conv2DFlipout", 2, linear.FLIPOUT, _FLIPOUT)
-Conv3DFlipout = _conv_class("Conv3DFlipout", 3, linear.FLIPOUT, _FLIPOUT)
-Conv2DLocalReparameterization = _conv_class(
-    "Conv2DLocalReparameterization", 2, linear.LOCAL_REPARAMETERIZATION, _LOCAL
-)
+    A drop-in replacement for `keras.layers.Conv2D` with weight uncertainty.
+    Convolves with `W = mu + sigma * eps`, one draw of the kernel from its
+    mean-field Normal posterior shared by the whole batch.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 2 ints.
+        strides: Positive int or tuple of 2 ints; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 2 ints; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv2DReparameterization(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 8, 8, 3))).shape
+    TensorShape([2, 8, 8, 4])
+    """
+
+    rank = 2
+    estimator = linear.REPARAMETERIZATION
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv3DReparameterization(_VariationalConv):
+    """3-D convolution drawing one kernel sample per call (Bayes by Backprop).
+
+    A drop-in replacement for `keras.layers.Conv3D` with weight uncertainty.
+    Convolves with `W = mu + sigma * eps`, one draw of the kernel from its
+    mean-field Normal posterior shared by the whole batch.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 3 ints.
+        strides: Positive int or tuple of 3 ints; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 3 ints; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv3DReparameterization(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 5, 5, 5, 3))).shape
+    TensorShape([2, 5, 5, 5, 4])
+    """
+
+    rank = 3
+    estimator = linear.REPARAMETERIZATION
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv1DFlipout(_VariationalConv):
+    """1-D convolution with flipout: per-example decorrelated weight noise.
+
+    A drop-in replacement for `keras.layers.Conv1D` with weight uncertainty.
+    Each example's kernel noise `sigma * eps` is multiplied by random +-1
+    signs per input and output channel (Wen et al., 2018), shared over
+    spatial positions; examples see pseudo-independent kernels at the price
+    of a second convolution.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 1 int.
+        strides: Positive int or tuple of 1 int; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 1 int; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv1DFlipout(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 10, 3))).shape
+    TensorShape([2, 10, 4])
+    """
+
+    rank = 1
+    estimator = linear.FLIPOUT
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv2DFlipout(_VariationalConv):
+    """2-D convolution with flipout: per-example decorrelated weight noise.
+
+    A drop-in replacement for `keras.layers.Conv2D` with weight uncertainty.
+    Each example's kernel noise `sigma * eps` is multiplied by random +-1
+    signs per input and output channel (Wen et al., 2018), shared over
+    spatial positions; examples see pseudo-independent kernels at the price
+    of a second convolution.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 2 ints.
+        strides: Positive int or tuple of 2 ints; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 2 ints; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv2DFlipout(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 8, 8, 3))).shape
+    TensorShape([2, 8, 8, 4])
+    """
+
+    rank = 2
+    estimator = linear.FLIPOUT
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv3DFlipout(_VariationalConv):
+    """3-D convolution with flipout: per-example decorrelated weight noise.
+
+    A drop-in replacement for `keras.layers.Conv3D` with weight uncertainty.
+    Each example's kernel noise `sigma * eps` is multiplied by random +-1
+    signs per input and output channel (Wen et al., 2018), shared over
+    spatial positions; examples see pseudo-independent kernels at the price
+    of a second convolution.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 3 ints.
+        strides: Positive int or tuple of 3 ints; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 3 ints; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv3DFlipout(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 5, 5, 5, 3))).shape
+    TensorShape([2, 5, 5, 5, 4])
+    """
+
+    rank = 3
+    estimator = linear.FLIPOUT
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class Conv2DLocalReparameterization(_VariationalConv):
+    """2-D convolution sampling each activation from its Gaussian marginal.
+
+    A drop-in replacement for `keras.layers.Conv2D` with weight uncertainty.
+    Draws every output activation from `N(conv(x, mu), conv(x**2, sigma**2))`
+    with independent noise per example, position and channel. The correlation
+    between positions that share one kernel sample is dropped, as in
+    Molchanov et al. (2017); `tfp.layers` has no such convolution.
+
+    Args:
+        filters: Number of output channels, a positive integer.
+        kernel_size: Positive int or tuple of 2 ints.
+        strides: Positive int or tuple of 2 ints; default 1.
+        padding: `"valid"` (default) or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"`; default from
+            `keras.config.image_data_format()`.
+        dilation_rate: Positive int or tuple of 2 ints; default 1. Cannot be
+            combined with strides > 1.
+        activation: Keras activation (name or callable), default linear.
+        use_bias: Whether to add a bias.
+        kernel_initializer: Initializer of the posterior means of the kernel.
+        bias_initializer: Initializer of the bias (or of its posterior mean).
+        kernel_posterior_scale_init: Initial posterior stddev of the kernel,
+            > 0 (default 0.01).
+        bias_posterior_scale_init: Initial posterior stddev of the bias, > 0
+            (used only with a `bias_prior`).
+        kernel_prior: A `tfp_deepgen.priors.Prior`; default `Normal(0, 1)`.
+        bias_prior: A prior for a variational bias, or None (default) for a
+            point-estimated bias.
+        kl_weight: Multiplier of the KL added as a loss; use
+            `1 / num_training_examples`.
+        sampling: `"sample"` (default) or `"mean"` for posterior means.
+        seed: Integer seed of the layer's noise.
+        **kwargs: Base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = tdg.layers.Conv2DLocalReparameterization(4, 3, padding="same", seed=0)
+    >>> layer(keras.ops.ones((2, 8, 8, 3))).shape
+    TensorShape([2, 8, 8, 4])
+    """
+
+    rank = 2
+    estimator = linear.LOCAL_REPARAMETERIZATION

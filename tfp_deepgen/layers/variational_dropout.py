@@ -198,7 +198,10 @@ class _SparseVariationalDropout(_LogUniformLayer):
         return config
 
 
-_SPARSE_ARGS = """
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class DenseSparseVariationalDropout(_SparseVariationalDropout, dense._VariationalDense):
+    """Dense layer with sparse variational dropout: a learned dropout rate per weight.
+
     Each weight has the posterior `N(theta, sigma^2)` with its own
     `log alpha = log sigma^2 - log theta^2` (the additive reparameterization of
     Molchanov et al., 2017), clipped to `[-8, 8]`. Training samples
@@ -208,21 +211,13 @@ _SPARSE_ARGS = """
     `sampling="mean"`, give `theta`.
 
     Args:
+        units: Output width, a positive integer.
         threshold: `log alpha` above which a weight is dropped (default 3,
             i.e. dropout rate > 0.95).
         log_sigma2_init: Initial `log sigma^2` of every weight.
         kl_weight: Multiplier of the KL; use `1 / num_training_examples`.
         activation, use_bias, kernel_initializer, bias_initializer, sampling,
         seed: As for the other variational layers; the bias is point-estimated.
-"""
-
-
-@keras.saving.register_keras_serializable(package="tfp_deepgen")
-class DenseSparseVariationalDropout(_SparseVariationalDropout, dense._VariationalDense):
-    __doc__ = (
-        "Dense layer with sparse variational dropout: a learned dropout rate per weight.\n"
-        + _SPARSE_ARGS
-        + """        units: Output width, a positive integer.
 
     Example:
 
@@ -232,17 +227,30 @@ class DenseSparseVariationalDropout(_SparseVariationalDropout, dense._Variationa
     TensorShape([2, 3])
     >>> layer.log_alpha.shape
     TensorShape([4, 3])
-"""
-    )
+    """
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
 class Conv2DSparseVariationalDropout(_SparseVariationalDropout, conv._VariationalConv):
-    __doc__ = (
-        "2-D convolution with sparse variational dropout: a learned dropout rate per weight.\n"
-        + _SPARSE_ARGS
-        + """        filters, kernel_size, strides, padding, data_format, dilation_rate:
+    """2-D convolution with sparse variational dropout: a learned dropout rate per weight.
+
+    Each weight has the posterior `N(theta, sigma^2)` with its own
+    `log alpha = log sigma^2 - log theta^2` (the additive reparameterization of
+    Molchanov et al., 2017), clipped to `[-8, 8]`. Training samples
+    pre-activations by local reparameterization; outside training
+    (`training` not True: `predict`, `evaluate`, serving) weights with
+    `log alpha > threshold` are set to zero, and the rest sample or, under
+    `sampling="mean"`, give `theta`.
+
+    Args:
+        filters, kernel_size, strides, padding, data_format, dilation_rate:
             As for `keras.layers.Conv2D`.
+        threshold: `log alpha` above which a weight is dropped (default 3,
+            i.e. dropout rate > 0.95).
+        log_sigma2_init: Initial `log sigma^2` of every weight.
+        kl_weight: Multiplier of the KL; use `1 / num_training_examples`.
+        activation, use_bias, kernel_initializer, bias_initializer, sampling,
+        seed: As for the other variational layers; the bias is point-estimated.
 
     Example:
 
@@ -250,6 +258,6 @@ class Conv2DSparseVariationalDropout(_SparseVariationalDropout, conv._Variationa
     >>> layer = tdg.layers.Conv2DSparseVariationalDropout(4, 3)
     >>> layer(keras.ops.ones((2, 8, 8, 1))).shape
     TensorShape([2, 6, 6, 4])
-"""
-    )
+    """
+
     rank = 2

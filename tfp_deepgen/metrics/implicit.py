@@ -26,7 +26,7 @@ Example:
 9
 """
 
-import collections
+import typing
 
 import numpy as np
 
@@ -39,18 +39,21 @@ __all__ = [
     "mixture_quality",
 ]
 
-MixtureQuality = collections.namedtuple(
-    "MixtureQuality", ["modes_covered", "high_quality_fraction", "counts"]
-)
-MixtureQuality.__doc__ = """What `mixture_quality` measures.
 
-Attributes:
-    modes_covered: Number of modes with at least `min_count` high-quality
-        samples.
-    high_quality_fraction: Fraction of all samples within `num_stddevs`
-        standard deviations of their nearest mode.
-    counts: High-quality samples per mode, shape `(num_modes,)`.
-"""
+class MixtureQuality(typing.NamedTuple):
+    """What `mixture_quality` measures.
+
+    Attributes:
+        modes_covered: Number of modes with at least `min_count` high-quality
+            samples.
+        high_quality_fraction: Fraction of all samples within `num_stddevs`
+            standard deviations of their nearest mode.
+        counts: High-quality samples per mode, shape `(num_modes,)`.
+    """
+
+    modes_covered: int
+    high_quality_fraction: float
+    counts: np.ndarray
 
 
 def _matrix(name, value, columns=None):
