@@ -251,8 +251,8 @@ class IBPDense(IBPGate):
             `keras.layers.Dense`.
         kernel_prior: None for point-estimated weights, or a prior for
             variational ones.
-        alpha, temperature, initial_probability, threshold, kl_weight,
-        sampling, seed: As for `IBPGate`.
+        alpha, temperature, initial_probability, threshold: As for `IBPGate`.
+        kl_weight, sampling, seed: As for `IBPGate`.
 
     Example:
 

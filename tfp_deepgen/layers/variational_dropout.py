@@ -100,9 +100,9 @@ class DenseVariationalDropout(_LogUniformLayer, dense._VariationalDense):
         alpha_per: `"unit"` (one rate per output unit) or `"layer"`.
         initial_rate: Initial dropout rate, in (0, 1).
         max_rate: Bound on the dropout rate, in (0, 1), > `initial_rate`.
-        activation, use_bias, kernel_initializer, bias_initializer, kl_weight,
-        sampling, seed: As for `tdg.layers.DenseFlipout`; the bias is
-            point-estimated.
+        activation, use_bias, kernel_initializer, bias_initializer: As for
+            `tdg.layers.DenseFlipout`; the bias is point-estimated.
+        kl_weight, sampling, seed: As for `tdg.layers.DenseFlipout`.
 
     Example:
 
@@ -216,8 +216,9 @@ class DenseSparseVariationalDropout(_SparseVariationalDropout, dense._Variationa
             i.e. dropout rate > 0.95).
         log_sigma2_init: Initial `log sigma^2` of every weight.
         kl_weight: Multiplier of the KL; use `1 / num_training_examples`.
-        activation, use_bias, kernel_initializer, bias_initializer, sampling,
-        seed: As for the other variational layers; the bias is point-estimated.
+        activation, use_bias, kernel_initializer, bias_initializer: As for
+            the other variational layers; the bias is point-estimated.
+        sampling, seed: As for the other variational layers.
 
     Example:
 
@@ -249,8 +250,9 @@ class Conv2DSparseVariationalDropout(_SparseVariationalDropout, conv._Variationa
             i.e. dropout rate > 0.95).
         log_sigma2_init: Initial `log sigma^2` of every weight.
         kl_weight: Multiplier of the KL; use `1 / num_training_examples`.
-        activation, use_bias, kernel_initializer, bias_initializer, sampling,
-        seed: As for the other variational layers; the bias is point-estimated.
+        activation, use_bias, kernel_initializer, bias_initializer: As for
+            the other variational layers; the bias is point-estimated.
+        sampling, seed: As for the other variational layers.
 
     Example:
 
