@@ -4,16 +4,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfp_deepgen import _validation, random
-from tfp_deepgen.layers.base import not_finite_flag
-from tfp_deepgen.models import gan_losses, latent
+from tfp_deepgen import _validation
+from tfp_deepgen.models import gan_losses, gan_players, latent
 from tfp_deepgen.models._labels import network_inputs, one_hot_labels
+from tfp_deepgen.models.gan_training import AdversarialTraining
 
 __all__ = ["GAN"]
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class GAN(keras.Model):
+class GAN(AdversarialTraining, keras.Model):
     """Generative adversarial network (Goodfellow et al. 2014), conditional or not.
 
     The generator maps a latent draw z ~ p(z) (N(0, 1) by default) to an
@@ -115,55 +115,8 @@ class GAN(keras.Model):
         self.penalty_tracker = keras.metrics.Mean(name="gradient_penalty")
         self.generator_optimizer = None
         self.discriminator_optimizer = None
-        self._check_players()
-
-    # -- construction checks -------------------------------------------------
-
-    def _check_players(self):
-        """Builds the players when their shapes allow and checks that they fit together."""
-        condition_shape = [(None, self.num_classes)] if self.num_classes else []
-        generator_inputs = _input_shapes(self.generator)
-        if generator_inputs is not None:
-            expected = [(None, self.latent_dim), *condition_shape]
-            if [shape[-1] for shape in generator_inputs] != [shape[-1] for shape in expected]:
-                raise ValueError(
-                    f"The generator must take {_describe_inputs(self.num_classes)}, inputs of "
-                    f"shapes {expected}; its inputs have shapes {generator_inputs}."
-                )
-        elif not self.generator.built:
-            z_shape = (None, self.latent_dim)
-            self.generator.build([z_shape, *condition_shape] if condition_shape else z_shape)
-        sample_shape = self._sample_shape()
-        discriminator_inputs = _input_shapes(self.discriminator)
-        if discriminator_inputs is not None:
-            if sample_shape is not None and tuple(discriminator_inputs[0][1:]) != sample_shape:
-                raise ValueError(
-                    f"The generator makes examples of shape {sample_shape}, but the "
-                    f"discriminator takes examples of shape {tuple(discriminator_inputs[0][1:])}."
-                )
-            if len(discriminator_inputs) != 1 + len(condition_shape) or (
-                condition_shape and discriminator_inputs[1][-1] != self.num_classes
-            ):
-                raise ValueError(
-                    f"The discriminator must take {_describe_inputs(self.num_classes, 'x')}; its "
-                    f"inputs have shapes {discriminator_inputs}."
-                )
-        elif not self.discriminator.built and sample_shape is not None:
-            x_shape = (None, *sample_shape)
-            self.discriminator.build([x_shape, *condition_shape] if condition_shape else x_shape)
-        score_shape = _output_shape(self.discriminator)
-        if score_shape is not None and tuple(score_shape[1:]) not in ((), (1,)):
-            raise ValueError(
-                "The discriminator must output one score per example, shape (batch, 1) or "
-                f"(batch,); its output has shape {tuple(score_shape)}."
-            )
-        if self.generator.built and self.discriminator.built:
+        if gan_players.check_players(generator, discriminator, self.latent_dim, num_classes):
             self.built = True
-
-    def _sample_shape(self):
-        """Shape of one generated example, or None while unknown."""
-        shape = _output_shape(self.generator)
-        return None if shape is None else tuple(shape[1:])
 
     def build(self, input_shape=None):
         # Both players are built in `__init__` when their shapes are known;
@@ -197,219 +150,6 @@ class GAN(keras.Model):
             z, labels = inputs
             return self._generate(z, self.condition(labels), training)
         return self._generate(inputs, None, training)
-
-    # -- training ------------------------------------------------------------
-
-    def compile(
-        self,
-        generator_optimizer="adam",
-        discriminator_optimizer="adam",
-        run_eagerly=False,
-        jit_compile="auto",
-        steps_per_execution=1,
-        **kwargs,
-    ):
-        """Sets each player's optimizer (names, configs or instances) and the run options.
-
-        Under a `mixed_float16` policy the optimizers are wrapped in
-        `keras.optimizers.LossScaleOptimizer` unless they already are.
-        `loss` and `metrics` are not accepted: the adversarial loss is the
-        model's `loss` argument and its metrics are logged automatically.
-        """
-        for name in ("loss", "metrics", "weighted_metrics", "loss_weights", "optimizer"):
-            if kwargs.get(name) is not None:
-                raise ValueError(
-                    f"GAN.compile takes no `{name}`: pass `generator_optimizer` and "
-                    "`discriminator_optimizer`; the loss is the model's `loss` argument."
-                )
-            kwargs.pop(name, None)
-        super().compile(
-            optimizer=None,
-            run_eagerly=run_eagerly,
-            jit_compile=jit_compile,
-            steps_per_execution=steps_per_execution,
-            **kwargs,
-        )
-        self._optimizer_configs = {
-            "generator_optimizer": generator_optimizer,
-            "discriminator_optimizer": discriminator_optimizer,
-        }
-        self.generator_optimizer = _optimizer(generator_optimizer, self.dtype_policy)
-        self.discriminator_optimizer = _optimizer(discriminator_optimizer, self.dtype_policy)
-        if self.generator_optimizer is self.discriminator_optimizer:
-            raise ValueError(
-                "`generator_optimizer` and `discriminator_optimizer` must be two optimizer "
-                "objects: each keeps its own state (pass names or two instances)."
-            )
-        if self.built:
-            self.generator_optimizer.build(self.generator.trainable_variables)
-            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
-
-    def get_compile_config(self):
-        if not self.compiled:
-            return {}
-        return {
-            "generator_optimizer": keras.saving.serialize_keras_object(self.generator_optimizer),
-            "discriminator_optimizer": keras.saving.serialize_keras_object(
-                self.discriminator_optimizer
-            ),
-            "run_eagerly": self.run_eagerly,
-            "jit_compile": self.jit_compile,
-            "steps_per_execution": self.steps_per_execution,
-        }
-
-    def compile_from_config(self, config):
-        config = dict(config)
-        for key in ("generator_optimizer", "discriminator_optimizer"):
-            config[key] = keras.saving.deserialize_keras_object(config[key])
-        self.compile(**config)
-
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; afterwards each player takes its optimizer's final values.
-
-        Keras finalizes only `model.optimizer`, so an optimizer with `use_ema=True`
-        would otherwise leave its player on the raw weights rather than their moving
-        average.
-        """
-        history = super().fit(*args, **kwargs)
-        if history.epoch:
-            for player, optimizer in (
-                (self.generator, self.generator_optimizer),
-                (self.discriminator, self.discriminator_optimizer),
-            ):
-                if player.trainable_weights and optimizer.built:
-                    optimizer.finalize_variable_values(player.trainable_weights)
-        return history
-
-    @property
-    def metrics(self):
-        trackers = [
-            self.total_loss_tracker,
-            self.d_loss_tracker,
-            self.g_loss_tracker,
-            self.quality_tracker,
-        ]
-        if self.gradient_penalty > 0:
-            trackers.append(self.penalty_tracker)
-        return trackers
-
-    def _unpack(self, data):
-        """`(x, one-hot condition or None)` from a batch of `fit` / `evaluate`."""
-        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
-        if self.num_classes:
-            if labels is None:
-                raise ValueError(
-                    f"This GAN is conditional (num_classes={self.num_classes}): train it with "
-                    "`fit(x, labels)` (or a dataset of `(x, labels)` pairs)."
-                )
-            condition = self.condition(labels)
-        else:
-            if labels is not None:
-                raise ValueError(
-                    "This GAN is unconditional: `fit(x)` takes no labels. Pass `num_classes` "
-                    "to the GAN to condition on labels."
-                )
-            condition = None
-        x = tf.convert_to_tensor(x)
-        if not self.built or not self.discriminator.built:
-            self._build_from_data(x.shape)
-        sample_shape = self._sample_shape()
-        if sample_shape is not None and tuple(x.shape[1:]) != sample_shape:
-            raise ValueError(
-                f"The generator makes examples of shape {sample_shape}, but `x` holds "
-                f"examples of shape {tuple(x.shape[1:])}."
-            )
-        return tf.cast(x, self.compute_dtype), condition
-
-    def _build_from_data(self, x_shape):
-        condition_shape = [(None, self.num_classes)] if self.num_classes else []
-        if not self.discriminator.built:
-            x_shape = (None, *x_shape[1:])
-            self.discriminator.build([x_shape, *condition_shape] if condition_shape else x_shape)
-        self.built = True
-
-    def _latents_and_epsilon(self, batch_size):
-        z = self.sample_latents(batch_size)
-        if self.gradient_penalty == 0:
-            return z, None
-        return z, random.uniform([batch_size], self.latent_sampler.next_seed())
-
-    def _discriminator_objective(self, x, condition, training):
-        """`(d_loss, penalty, real scores, fake scores)` on a batch and fresh samples."""
-        z, epsilon = self._latents_and_epsilon(tf.shape(x)[0])
-        fake = tf.stop_gradient(self._generate(z, condition, training=training))
-        real_scores = self._scores(x, condition, training=training)
-        fake_scores = self._scores(fake, condition, training=training)
-        d_loss = gan_losses.discriminator_loss(self.adversarial_loss, real_scores, fake_scores)
-        # NaN when `x` is: a fused matmul + ReLU can turn a NaN row into zeros.
-        d_loss += not_finite_flag(x)
-        penalty = tf.zeros((), tf.float32)
-        if epsilon is not None:
-            penalty = gan_losses.gradient_penalty(
-                lambda inputs: self._scores(inputs, condition, training=training),
-                x,
-                fake,
-                epsilon,
-            )
-        return d_loss, penalty, real_scores, fake_scores
-
-    def _generator_objective(self, batch_size, condition, training):
-        z = self.sample_latents(batch_size)
-        fake_scores = self._scores(
-            self._generate(z, condition, training=training), condition, training=training
-        )
-        return gan_losses.generator_loss(self.adversarial_loss, fake_scores)
-
-    def train_step(self, data):
-        if self.generator_optimizer is None:
-            raise ValueError("Call `compile()` before `fit()`.")
-        x, condition = self._unpack(data)
-        batch_size = tf.shape(x)[0]
-        # Optimizers sum the replicas' gradients: scale each replica's loss.
-        replica_scale = 1.0 / tf.distribute.get_strategy().num_replicas_in_sync
-        d_vars = self.discriminator.trainable_variables
-        g_vars = self.generator.trainable_variables
-        for _ in range(self.discriminator_steps):
-            with tf.GradientTape() as tape:
-                d_loss, penalty, real_scores, fake_scores = self._discriminator_objective(
-                    x, condition, training=True
-                )
-                objective = (d_loss + self.gradient_penalty * penalty) * replica_scale
-                objective = self.discriminator_optimizer.scale_loss(objective)
-            if d_vars:
-                gradients = tape.gradient(objective, d_vars)
-                self.discriminator_optimizer.apply(gradients, d_vars)
-        with tf.GradientTape() as tape:
-            g_loss = self._generator_objective(batch_size, condition, training=True)
-            objective = self.generator_optimizer.scale_loss(g_loss * replica_scale)
-        if g_vars:  # a frozen generator (e.g. to train the discriminator alone)
-            gradients = tape.gradient(objective, g_vars)
-            self.generator_optimizer.apply(gradients, g_vars)
-        return self._record(d_loss, g_loss, penalty, real_scores, fake_scores)
-
-    def test_step(self, data):
-        x, condition = self._unpack(data)
-        d_loss, penalty, real_scores, fake_scores = self._discriminator_objective(
-            x, condition, training=False
-        )
-        g_loss = self._generator_objective(tf.shape(x)[0], condition, training=False)
-        return self._record(d_loss, g_loss, penalty, real_scores, fake_scores)
-
-    def _record(self, d_loss, g_loss, penalty, real_scores, fake_scores):
-        self.total_loss_tracker.update_state(d_loss + g_loss)
-        self.d_loss_tracker.update_state(d_loss)
-        self.g_loss_tracker.update_state(g_loss)
-        if self.adversarial_loss == "wasserstein":
-            self.quality_tracker.update_state(
-                tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores)
-            )
-        else:
-            self.quality_tracker.update_state(
-                gan_losses.discriminator_accuracy(self.adversarial_loss, real_scores, fake_scores)
-            )
-        if self.gradient_penalty > 0:
-            self.penalty_tracker.update_state(penalty)
-        return {metric.name: metric.result() for metric in self.metrics}
 
     # -- public methods ------------------------------------------------------
 
@@ -493,7 +233,7 @@ class GAN(keras.Model):
 
         `num_samples` is not used (there is nothing to average).
         """
-        sample_shape = self._sample_shape()
+        sample_shape = gan_players.sample_shape(self.generator)
         if sample_shape is None or None in sample_shape:
             raise ValueError(
                 "Exporting needs a generator with a known output shape (a built model)."
@@ -573,34 +313,3 @@ class GAN(keras.Model):
         for key in ("generator", "discriminator", "latent_prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
-
-
-def _optimizer(identifier, policy):
-    optimizer = keras.optimizers.get(identifier)
-    if policy.name == "mixed_float16" and not isinstance(
-        optimizer, keras.optimizers.LossScaleOptimizer
-    ):
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def _input_shapes(model):
-    """Shapes of a functional model's inputs, or None when unknown."""
-    inputs = getattr(model, "inputs", None)
-    if not inputs:
-        return None
-    return [tuple(tensor.shape) for tensor in inputs]
-
-
-def _output_shape(model):
-    """Shape of a model's (single) output, or None when unknown."""
-    outputs = getattr(model, "outputs", None)
-    if outputs:
-        return tuple(outputs[0].shape)
-    return None
-
-
-def _describe_inputs(num_classes, first="z"):
-    if num_classes:
-        return f"[{first}, one-hot labels of size {num_classes}]"
-    return f"one input {first}"
