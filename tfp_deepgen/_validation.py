@@ -18,6 +18,8 @@ ValueError: `use_bias` must be True or False. Received: use_bias=1
 import math
 import numbers
 
+import keras
+
 
 def _fail(name, allowed, value):
     raise ValueError(f"`{name}` must be {allowed}. Received: {name}={value!r}")
@@ -115,3 +117,20 @@ def one_of(name, value, options):
     if normalised not in options:
         _fail(name, "one of " + ", ".join(repr(o) for o in options), value)
     return normalised
+
+
+def head(name, value):
+    """A distribution-output head: `value`, or the head its serialized config describes.
+
+    The one check of a `head` argument, shared by `tdg.losses` (which sits
+    below `tdg.heads`) and `tdg.metrics`. A head is recognised by its
+    per-example loss `checked_nll`, which every `tdg.heads.DistributionHead` has.
+    """
+    if isinstance(value, dict):
+        value = keras.saving.deserialize_keras_object(value)
+    if not callable(getattr(value, "checked_nll", None)):
+        raise ValueError(
+            f"`{name}` must be a tfp_deepgen.heads head (e.g. "
+            f"tdg.heads.IndependentNormal()). Received: {name}={value!r}"
+        )
+    return value

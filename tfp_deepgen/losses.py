@@ -6,6 +6,8 @@ so it asks a head only for its public `checked_nll` and `name`.
 
 import keras
 
+from tfp_deepgen import _validation
+
 __all__ = ["NegativeLogLikelihood"]
 
 
@@ -29,13 +31,7 @@ class NegativeLogLikelihood(keras.losses.Loss):
     """
 
     def __init__(self, head, reduction="sum_over_batch_size", name=None, **kwargs):
-        if isinstance(head, dict):
-            head = keras.saving.deserialize_keras_object(head)
-        if not callable(getattr(head, "checked_nll", None)):
-            raise ValueError(
-                "`head` must be a tfp_deepgen.heads head (e.g. "
-                f"tdg.heads.IndependentNormal()). Received: head={head!r}"
-            )
+        head = _validation.head("head", head)
         super().__init__(name=name or f"{head.name}_nll", reduction=reduction, **kwargs)
         # Kept as a bound method, not as an attribute holding the head: Keras's
         # `.keras` loading walks attributes depth first, and a head -> loss ->

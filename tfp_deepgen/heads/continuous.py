@@ -101,6 +101,12 @@ class IndependentNormal(DistributionHead):
         loc, raw_scale = self._split(params, [self.event_size] * 2)
         return tfd.Normal(loc, positive(raw_scale, self.min_scale, self.scale_slope))
 
+    def reparameterized_sample(self, params, noise):
+        """`loc + scale * noise`: see `DistributionHead.reparameterized_sample`."""
+        marginal = self.marginal(params)
+        scale = tf.broadcast_to(marginal.scale, tf.shape(marginal.loc))
+        return marginal.loc + scale * tf.convert_to_tensor(noise, "float32")
+
     def get_config(self):
         return {
             **super().get_config(),
@@ -319,6 +325,12 @@ class MultivariateNormalTriL(DistributionHead):
         """The per-output Normal marginals (batch shape `(..., event_size)`)."""
         loc, scale_tril = self._parts(tf.convert_to_tensor(params, "float32"))
         return tfd.Normal(loc, tf.norm(scale_tril, axis=-1))
+
+    def reparameterized_sample(self, params, noise):
+        """`loc + L noise`: see `DistributionHead.reparameterized_sample`."""
+        loc, scale_tril = self._parts(tf.convert_to_tensor(params, "float32"))
+        noise = tf.convert_to_tensor(noise, "float32")
+        return loc + tf.einsum("bij,kbj->kbi", scale_tril, noise)
 
     def get_config(self):
         return {

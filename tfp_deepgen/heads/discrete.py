@@ -31,6 +31,7 @@ class IndependentBernoulli(DistributionHead):
     0.6931...
     """
 
+    kind = "classifier"
     support = "values in [0, 1]"
 
     @staticmethod
@@ -68,7 +69,8 @@ class Categorical(DistributionHead):
     1.3862...
     """
 
-    _integer_labels = True
+    kind = "classifier"
+    integer_labels = True
 
     def __init__(self, num_classes, **kwargs):
         kwargs.pop("event_size", None)
@@ -116,6 +118,7 @@ class Poisson(DistributionHead):
     1.0
     """
 
+    kind = "count"
     support = "non-negative integer counts"
 
     @staticmethod
@@ -148,6 +151,7 @@ class NegativeBinomial(DistributionHead):
     4
     """
 
+    kind = "count"
     support = "non-negative integer counts"
 
     def __init__(self, event_size=1, min_count=1e-6, **kwargs):

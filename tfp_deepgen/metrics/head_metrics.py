@@ -8,10 +8,12 @@ fails on their shapes, or, worse, broadcasts into a wrong number.
 
 - regression and count heads: the predictive mean, `head.mean(params)`
   (the loc of a Normal, `exp(log_rate)` of a Poisson, ...);
-- `IndependentBernoulli`: `P(y = 1)` per output, so `"accuracy"` is binary
-  accuracy at 0.5 and `"auc"` works as usual;
-- `Categorical`: the class probabilities, so `"accuracy"` is sparse
-  categorical accuracy against the integer labels the head's loss takes.
+- classifier heads (`head.kind == "classifier"`): `head.probabilities(params)`.
+  For `IndependentBernoulli`, `P(y = 1)` per output, so `"accuracy"` is
+  binary accuracy at 0.5 and `"auc"` works as usual; for `Categorical` (and
+  any head with `integer_labels`), the class probabilities, so `"accuracy"`
+  is sparse categorical accuracy against the integer labels the head's loss
+  takes.
 
 Labels go through the same shape conventions as the head's loss: `(batch,)`
 or `(batch, event_size)` (class ids `(batch,)` or `(batch, 1)`).
@@ -20,7 +22,7 @@ or `(batch, event_size)` (class ids `(batch,)` or `(batch, 1)`).
 import keras
 import tensorflow as tf
 
-from tfp_deepgen.heads.base import resolve_head
+from tfp_deepgen import _validation
 
 __all__ = ["HeadMetric", "for_head"]
 
@@ -31,8 +33,8 @@ _ACCURACY = ("accuracy", "acc")
 
 
 def _is_classifier(head):
-    # Categorical and IndependentBernoulli: their metrics see probabilities.
-    return callable(getattr(head, "probabilities", None))
+    # Classifiers' metrics see class probabilities; the others' the mean.
+    return head.kind == "classifier"
 
 
 def _accuracy(head, name):
@@ -42,7 +44,7 @@ def _accuracy(head, name):
             f"IndependentBernoulli), but the head is {type(head).__name__}: its "
             "predictions are means, not classes. Use e.g. 'mean_absolute_error'."
         )
-    if head._integer_labels:
+    if head.integer_labels:
         return keras.metrics.SparseCategoricalAccuracy(name=name)
     return keras.metrics.BinaryAccuracy(name=name)
 
@@ -85,8 +87,9 @@ class HeadMetric(keras.metrics.Metric):
     """A Keras metric on a distribution head's predictions instead of its parameters.
 
     `y_pred` (the head's parameter tensor) becomes the head's predictive mean
-    (`head.mean(params)`) or, for `Categorical` and `IndependentBernoulli`,
-    its probabilities (`head.probabilities(params)`); `y_true` takes the
+    (`head.mean(params)`) or, for a classifier head (`head.kind ==
+    "classifier"`: `Categorical`, `IndependentBernoulli`, or one's own), its
+    probabilities (`head.probabilities(params)`); `y_true` takes the
     shapes the head's loss takes. The wrapped metric then runs unchanged, and
     its name is this metric's name, so logs read e.g. `"mean_absolute_error"`
     and `"val_mean_absolute_error"`. Everything is float32 (as the head),
@@ -100,9 +103,10 @@ class HeadMetric(keras.metrics.Metric):
         metric: A Keras metric name (`"root_mean_squared_error"`, `"mae"`,
             `"auc"`, ...), a `keras.metrics.Metric` instance or a function
             `fn(y_true, y_pred)` returning per-example values. `"accuracy"`
-            (or `"acc"`) is sparse categorical accuracy for a `Categorical`
-            head (integer labels) and binary accuracy for an
-            `IndependentBernoulli` head (labels 0/1); other heads reject it.
+            (or `"acc"`) is sparse categorical accuracy for a classifier
+            whose labels are class ids (`head.integer_labels`, `Categorical`)
+            and binary accuracy for one with 0/1 outputs
+            (`IndependentBernoulli`); other heads reject it.
         name: Name in the logs; defaults to the string passed as `metric`,
             else to the wrapped metric's name.
         dtype: Dtype of this metric's result (the wrapped metric keeps its own).
@@ -131,7 +135,7 @@ class HeadMetric(keras.metrics.Metric):
     """
 
     def __init__(self, head, metric, name=None, dtype=None):
-        head = resolve_head(head)
+        head = _validation.head("head", head)
         if name is not None and not isinstance(name, str):
             raise ValueError(f"`name` must be a string or None. Received: name={name!r}")
         wrapped = _resolve(head, metric)
@@ -142,7 +146,7 @@ class HeadMetric(keras.metrics.Metric):
         self._head_config = keras.saving.serialize_keras_object(head)
         # Bound methods, not the head itself: `.keras` saving walks a metric's
         # attributes and would save (and expect back) the head's weights here.
-        self._prepare = head._prepare
+        self._align_labels = head.align_labels
         self._predict = head.probabilities if _is_classifier(head) else head.mean
         self.wrapped = wrapped
         if hasattr(wrapped, "_direction"):
@@ -151,7 +155,7 @@ class HeadMetric(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Updates the wrapped metric with the head's predictions for `y_pred`."""
-        y_true, params = self._prepare(y_true, y_pred)
+        y_true, params = self._align_labels(y_true, y_pred)
         return self.wrapped.update_state(y_true, self._predict(params), sample_weight=sample_weight)
 
     def result(self):
@@ -200,7 +204,7 @@ def for_head(head, *metrics):
     >>> [m.name for m in metrics]
     ['accuracy', 'sparse_categorical_crossentropy']
     """
-    head = resolve_head(head)
+    head = _validation.head("head", head)
     if len(metrics) == 1 and isinstance(metrics[0], (list, tuple)):
         metrics = tuple(metrics[0])
     if not metrics:

@@ -1,7 +1,8 @@
 """Gaussian latent variables shared by the VAE family: posterior draws, priors, KL.
 
-The encoder of a VAE ends in a `tfp_deepgen.heads.IndependentNormal` (a
-diagonal Normal q(z|x)) or `MultivariateNormalTriL` (full covariance) head.
+The encoder of a VAE ends in a head with a reparameterized sample
+(`head.reparameterizable`): `tfp_deepgen.heads.IndependentNormal` (a diagonal
+Normal q(z|x)), `MultivariateNormalTriL` (full covariance) or one's own.
 `LatentSampler` draws reparameterized samples `z = loc + L eps` from it with
 the library's fast stateless Philox normals, and `latent_prior` /
 `analytic_kl` give the prior p(z) and KL(q(z|x) || p(z)) per example.
@@ -12,12 +13,29 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_deepgen import priors, random
-from tfp_deepgen.heads import IndependentNormal, MultivariateNormalTriL
+from tfp_deepgen.heads import final_head
 from tfp_deepgen.layers.base import StochasticLayer
 
 tfd = tfp.distributions
 
-POSTERIOR_HEADS = (IndependentNormal, MultivariateNormalTriL)
+
+def posterior_head(encoder, argument="encoder"):
+    """The head ending `encoder`, which must have a reparameterized sample.
+
+    Raises:
+        ValueError: naming `argument` when `encoder` does not end in a head,
+            or ends in one without `reparameterized_sample` (e.g. `Poisson`).
+    """
+    head = final_head(encoder, argument)
+    if not head.reparameterizable:
+        raise ValueError(
+            f"`{argument}` must be a Keras model whose last layer is a head with a "
+            "reparameterized sample (head.reparameterizable), the posterior q(z|x): "
+            "tdg.heads.IndependentNormal(latent_dim), tdg.heads.MultivariateNormalTriL"
+            f"(latent_dim) or a head of your own defining `reparameterized_sample`; its "
+            f"last layer is a {type(head).__name__} ({head.name!r})."
+        )
+    return head
 
 
 def checked_prior(prior, argument="prior"):
@@ -41,17 +59,22 @@ def latent_prior(prior, latent_dim):
 
 
 def analytic_kl(head, params, prior):
-    """KL(q(z|x) || p(z)) per example in closed form (Normal priors only)."""
+    """KL(q(z|x) || p(z)) per example in closed form (Normal priors only).
+
+    p(z) is independent Normals; TFP has a closed form from an `Independent`
+    q (a diagonal head) to them, and from a multivariate Normal q (full
+    covariance) to the same p written as a `MultivariateNormalDiag`.
+    """
     q = head.distribution(params)
     d = head.event_size
-    if isinstance(head, MultivariateNormalTriL):
+    try:
+        return tfd.kl_divergence(q, latent_prior(prior, d))
+    except NotImplementedError:  # no registered KL: q is a multivariate Normal
         p = tfd.MultivariateNormalDiag(
             tf.fill([d], tf.constant(prior.loc, "float32")),
             tf.fill([d], tf.constant(prior.scale, "float32")),
         )
-    else:
-        p = latent_prior(prior, d)
-    return tfd.kl_divergence(q, p)
+        return tfd.kl_divergence(q, p)
 
 
 class LatentSampler(StochasticLayer):
@@ -79,18 +102,10 @@ class LatentSampler(StochasticLayer):
     def posterior_sample(self, head, params, num_samples):
         """`num_samples` draws of z ~ q(z|x), shape `(num_samples, batch, latent_dim)`."""
         params = tf.convert_to_tensor(params, "float32")
-        if isinstance(head, MultivariateNormalTriL):
-            loc, scale = head._parts(params)
-        else:
-            marginal = head.marginal(params)
-            loc = marginal.loc
-            scale = tf.broadcast_to(marginal.scale, tf.shape(loc))
         if not self.sampling_enabled:
-            return tf.tile(loc[None], [num_samples, 1, 1])
-        eps = random.normal(tf.concat([[num_samples], tf.shape(loc)], 0), self.next_seed())
-        if isinstance(head, MultivariateNormalTriL):
-            return loc + tf.einsum("bij,kbj->kbi", scale, eps)
-        return loc + scale * eps
+            return tf.tile(head.mean(params)[None], [num_samples, 1, 1])
+        shape = tf.concat([[num_samples], tf.shape(params)[:-1], [head.event_size]], 0)
+        return head.reparameterized_sample(params, random.normal(shape, self.next_seed()))
 
     def prior_sample(self, prior, latent_dim, num_samples):
         """`num_samples` draws of z ~ p(z), shape `(num_samples, latent_dim)`."""

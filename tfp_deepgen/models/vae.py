@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.heads import Categorical, final_head
+from tfp_deepgen.heads import final_head
 from tfp_deepgen.models import _fit_data, latent
 from tfp_deepgen.models._batches import in_batches
 from tfp_deepgen.models._labels import network_inputs
@@ -89,7 +89,7 @@ class VAE(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.encoder_head = final_head(encoder, "encoder", latent.POSTERIOR_HEADS)
+        self.encoder_head = latent.posterior_head(encoder, "encoder")
         self.decoder_head = final_head(decoder, "decoder")
         self.encoder = encoder
         self.decoder = decoder
@@ -158,7 +158,7 @@ class VAE(keras.Model):
     def _check_data_size(self, input_shape):
         size = int(np.prod(input_shape[1:])) if None not in input_shape[1:] else None
         expected = self.decoder_head.event_size
-        if size is not None and not isinstance(self.decoder_head, Categorical) and size != expected:
+        if size is not None and not self.decoder_head.integer_labels and size != expected:
             raise ValueError(
                 f"The decoder's head models {expected} values per example "
                 f"(event_size={expected}), but `x` has shape {tuple(input_shape)}, i.e. "
@@ -203,7 +203,7 @@ class VAE(keras.Model):
         decoder_params = self._decode_samples(z, training, condition)
         x_flat = tf.reshape(tf.cast(x, "float32"), [tf.shape(x)[0], -1])
         targets = tf.broadcast_to(x_flat[None], tf.concat([[num_samples], tf.shape(x_flat)], 0))
-        if isinstance(self.decoder_head, Categorical):
+        if self.decoder_head.integer_labels:  # one class id per example
             targets = targets[..., 0]
         log_likelihood = -self.decoder_head.checked_nll(targets, decoder_params)  # (k, batch)
         if iwae or not self.analytic_kl:
@@ -306,7 +306,7 @@ class VAE(keras.Model):
 
             self._bound_graph = tf.function(bound, jit_compile=True, reduce_retracing=True)
         x = tf.convert_to_tensor(x)
-        if not isinstance(self.decoder_head, Categorical):
+        if not self.decoder_head.integer_labels:
             self.decoder_head.check_in_support(x, argument="x")
         return in_batches(self._bound_graph, x, condition, batch_size, num_samples, iwae)
 
@@ -403,7 +403,7 @@ class VAE(keras.Model):
 
 
 def decoder_mean(head, params):
-    """E[x | z] under a decoder head (class probabilities for `Categorical`)."""
-    if isinstance(head, Categorical):
-        return tf.nn.softmax(params)
-    return head.distribution(params).mean()
+    """E[x | z] under a decoder head (class probabilities for class-id labels)."""
+    if head.integer_labels:
+        return head.probabilities(params)
+    return head.mean(params)
