@@ -246,9 +246,12 @@ def test_sampling_mode_reaches_the_weights_inside_ibp_dense():
     x = np.ones((3, 2), "float32")
     layer(x)
     with tdg.layers.sampling_mode(layer, "mean"):
-        assert layer.dense.sampling == "mean"
+        assert layer.dense.inference_state.sampling == "mean"
+        assert not layer.dense.sampling_enabled
+        assert layer.dense.sampling == "sample"  # its own setting is kept
         np.testing.assert_array_equal(layer(x), layer(x))
-    assert layer.dense.sampling == "sample"
+    assert layer.dense.inference_state.sampling is None
+    assert layer.dense.sampling_enabled
 
 
 @pytest.mark.parametrize(

@@ -572,7 +572,7 @@ def test_predict_under_xla_equals_graph_mode(kind):
     model, x = _small_model_and_inputs(kind, seed=8)
     graph = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0)
     xla = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0, jit_compile=True)
-    compiled = [run for *_, run in model._tdg_predict_cache.value.values()]
+    compiled = [f for mc in predictive._PREDICTIVES[model].values() for f in mc._functions.values()]
     assert sorted(run._jit_compile for run in compiled) == [False, True]
     assert graph.keys() == xla.keys()
     for key in graph:
@@ -600,12 +600,13 @@ def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     model, x = _one_hot_model(head, [[0.5], [-1.0]], layer_cls=layers.DenseFlipout, scale=1e-6)
     layer = model.layers[0]
     first = predictive.predict(model, x, num_samples=64, seed=0)
-    ((*_, run),) = model._tdg_predict_cache.value.values()
+    (mc,) = predictive._PREDICTIVES[model].values()
+    (run,) = mc._functions.values()
     # A larger posterior between calls: the second call must see it, although
     # it reuses the compiled function and its snapshot of the scales.
     _set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
     second = predictive.predict(model, x, num_samples=64, seed=0)
-    assert len(model._tdg_predict_cache.value) == 1
+    assert len(predictive._PREDICTIVES[model]) == 1
     assert run.experimental_get_tracing_count() == 1
     assert np.all(first["epistemic_variance"] < 1e-8)
     # Var_s[x W_s] = 9 for a one-hot row; plug-in variance of 64 draws.
@@ -613,7 +614,7 @@ def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     np.testing.assert_array_less(np.abs(second["epistemic_variance"] - 9.0), bound)
     # Other settings compile their own function.
     predictive.predict(model, x, num_samples=8)
-    assert len(model._tdg_predict_cache.value) == 2
+    assert len(predictive._PREDICTIVES[model]) == 2
 
 
 @pytest.mark.parametrize("jit", [False, True])

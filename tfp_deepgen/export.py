@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
+from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
 from tfp_deepgen.predictive import DEFAULT_QUANTILES, MonteCarloPredictive
 
 __all__ = ["MAX_COUNT", "export_saved_model", "signature_outputs"]

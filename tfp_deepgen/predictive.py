@@ -4,6 +4,12 @@
 samples, computed in one graph: the batch is stacked `S` times and run once
 under `tfp_deepgen.layers.monte_carlo_mode`.
 
+`MonteCarloPredictive(model, ...)` is the predictive as an object: call it
+inside your own `tf.function`, or use its `predict` method, which compiles
+and keeps one function per set of outputs. The function `predict` does the
+same with a predictive it keeps per model and settings (held weakly: it goes
+away with the model).
+
 Example:
 
 >>> import keras, numpy as np, tfp_deepgen as tdg
@@ -16,18 +22,18 @@ Example:
 ((5, 1), (5, 3, 1), (5, 8, 1))
 """
 
-import contextlib
 import random as python_random
+import weakref
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen._untracked import Untracked
-from tfp_deepgen.heads import final_head
-from tfp_deepgen.layers.base import int32_seed, monte_carlo_mode
-from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
+from tfp_deepgen.heads import Categorical, IndependentBernoulli, final_head
+from tfp_deepgen.heads.discrete import NegativeBinomial, Poisson
+from tfp_deepgen.layers.base import StackedBatch, inference_state, int32_seed
+from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
 
 __all__ = ["MonteCarloPredictive", "predict"]
 
@@ -58,9 +64,8 @@ class MonteCarloPredictive:
     """The Monte-Carlo predictive of `model` as a TF-traceable callable.
 
     Calling it on a batch returns a dict of tensors, batch dimension first.
-    For classifier heads (`head.kind == "classifier"`: `Categorical`,
-    `IndependentBernoulli`, or one's own): `probabilities`,
-    `predictive_entropy` (H of the mean prediction),
+    For classifier heads (`Categorical`, `IndependentBernoulli`):
+    `probabilities`, `predictive_entropy` (H of the mean prediction),
     `expected_entropy` (aleatoric: mean of the per-sample entropies),
     `mutual_information` (epistemic, BALD: their difference) and `samples`
     (one label drawn per posterior sample). For the other heads: `mean`,
@@ -86,6 +91,18 @@ class MonteCarloPredictive:
             inside each call only where the weights changed. Saves the
             softplus of every scale per call (most of the cost of a small
             batch) for twice the memory of the scale variables.
+
+    Example:
+
+    >>> import keras, numpy as np, tfp_deepgen as tdg
+    >>> head = tdg.heads.Categorical(3)
+    >>> model = keras.Sequential(
+    ...     [keras.Input((4,)), tdg.layers.DenseFlipout(head.input_size, seed=0), head]
+    ... )
+    >>> predictive = tdg.predictive.MonteCarloPredictive(model, num_samples=16, seed=0)
+    >>> out = predictive.predict(np.ones((10, 4), "float32"), outputs=["probabilities"])
+    >>> out["probabilities"].shape
+    (10, 3)
     """
 
     def __init__(
@@ -99,7 +116,7 @@ class MonteCarloPredictive:
         cache_scales=False,
     ):
         settings = _settings(model, num_samples, quantiles, target_mean, target_stddev)
-        self.model = model
+        self._model = model
         self.head, self.num_samples, self.quantiles, self.target_mean, self.target_stddev = settings
         self.is_classifier = _is_classifier(self.head)
         self.seed_generator = keras.random.SeedGenerator(_validation.seed("seed", seed))
@@ -114,6 +131,15 @@ class MonteCarloPredictive:
                 )
             self.scale_cache = PosteriorScaleSnapshot(model, track_changes=True)
         self._rescales = _rescales(self.target_mean, self.target_stddev)
+        # Of `predict`: {(outputs, jit_compile): tf.function}, and a snapshot
+        # of the posterior scales refreshed once per call (with its refresh).
+        self._functions = {}
+        self._snapshot = None
+
+    @property
+    def model(self):
+        """The Keras model whose predictive this is."""
+        return self._model
 
     def parameter_samples(self, x):
         """Head parameters under S posterior samples, shape `(S, batch, P)`.
@@ -127,13 +153,13 @@ class MonteCarloPredictive:
                 names the shape passed and the shape expected.
         """
         x = _checked_inputs(self.model, x, tf.convert_to_tensor)
-        copies = tf.nest.map_structure(lambda t: _tiled(t, self.num_samples), x)
-        scales = contextlib.nullcontext()
+        stacked = StackedBatch(x, self.num_samples)
+        state = {"monte_carlo_samples": self.num_samples, "stacked_batch": stacked}
         if self.scale_cache is not None:
             self.scale_cache.refresh_if_stale()
-            scales = self.scale_cache.active()
-        with monte_carlo_mode(self.model, self.num_samples), scales:
-            params = self.model(copies, training=False)
+            state["posterior_scales"] = self.scale_cache
+        with inference_state(self.model, **state):
+            params = self.model(stacked.copies, training=False)
         return tf.reshape(params, [self.num_samples, -1, self.head.output_size])
 
     @property
@@ -161,6 +187,73 @@ class MonteCarloPredictive:
             summaries = _continuous_summaries(self.head, params, self.quantiles, outputs, seed)
             summaries = self._in_target_units(summaries)
         return {name: summaries[name] for name in outputs}
+
+    def predict(self, x, batch_size=256, outputs=None, jit_compile=False):
+        """Summaries of the predictive on `x`, as numpy arrays (batch first).
+
+        Runs `x` in batches through a compiled `__call__`: one `tf.function`
+        per `outputs` and `jit_compile`, traced once for any number of
+        examples and reused by later calls. The posterior scales are computed
+        once per call into a `tdg.layers.PosteriorScaleSnapshot` (the memory of
+        the scale variables), so weights changed between calls are seen.
+
+        Args:
+            x: Inputs, as `model(x)` takes them: an array or tensor, or a
+                dict, list or tuple of them for a model with several inputs.
+                An unbuilt model is built from them.
+            batch_size: Examples per compiled call.
+            outputs: Names of the summaries to compute (default: all of
+                `output_names`).
+            jit_compile: Whether to compile with XLA (one compilation per
+                batch size).
+
+        Returns:
+            A dict of numpy arrays; see the class docstring for the keys.
+        """
+        batch_size = _validation.positive_int("batch_size", batch_size)
+        jit_compile = _validation.boolean("jit_compile", jit_compile)
+        outputs = self._checked_outputs(outputs)
+        x = _checked_inputs(self.model, x, np.asarray)  # builds an unbuilt model
+        num_examples = tf.nest.flatten(x)[0].shape[0]
+        run = self._compiled(outputs, jit_compile, x)
+        # The weights cannot change during the call: their scales are computed
+        # once here instead of once per batch.
+        scales = self._refreshed_snapshot()
+        with scales.active():
+            chunks = [
+                run(tf.nest.map_structure(lambda a, i=i: tf.constant(a[i : i + batch_size]), x))
+                for i in range(0, max(num_examples, 1), batch_size)
+            ]
+        return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
+
+    def _compiled(self, outputs, jit_compile, x):
+        """The concrete function of `__call__` for `outputs` on batches shaped like `x`'s.
+
+        Traced for any batch size: a concrete function, called directly, is
+        never retraced, and later calls with the same settings reuse it.
+        """
+        key = (outputs, jit_compile)
+        if key not in self._functions:
+
+            def summaries(batch):
+                return self(batch, outputs)
+
+            self._functions[key] = tf.function(summaries, jit_compile=jit_compile)
+        spec = tf.nest.map_structure(
+            lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)), x
+        )
+        return self._functions[key].get_concrete_function(spec)
+
+    def _refreshed_snapshot(self):
+        """The snapshot of the posterior scales `predict` reads, up to date."""
+        if self.scale_cache is not None:
+            return self.scale_cache  # refreshed inside each call where stale
+        if self._snapshot is None:
+            snapshot = PosteriorScaleSnapshot(self.model)
+            self._snapshot = snapshot, tf.function(snapshot.refresh).get_concrete_function()
+        snapshot, refresh = self._snapshot
+        refresh()
+        return snapshot
 
     def _checked_outputs(self, outputs):
         return _checked_outputs(outputs, self.head)
@@ -332,18 +425,13 @@ def _symbolic_batch(leaf):
     return keras.KerasTensor((None, *leaf.shape[1:]), dtype=dtype)
 
 
-def _tiled(x, num_samples):
-    """`x` stacked `num_samples` times along its batch axis."""
-    return tf.tile(x, [num_samples] + [1] * (x.shape.rank - 1))
-
-
 def _rescales(target_mean, target_stddev):
     """Whether summaries move from standardised units to the targets' own."""
     return set(target_mean) != {0.0} or set(target_stddev) != {1.0}
 
 
 def _is_classifier(head):
-    return head.kind == "classifier"
+    return isinstance(head, (Categorical, IndependentBernoulli))
 
 
 def _output_names(head):
@@ -418,36 +506,37 @@ def predict(
     )
     outputs = _checked_outputs(outputs, head)
     seed_state = _initial_seed_state(seed)
-    x = _checked_inputs(model, x, np.asarray)  # builds an unbuilt model
-    num_examples = tf.nest.flatten(x)[0].shape[0]
-    # One compiled function per model and settings, reused across calls; the
-    # weights cannot change during a call, so posterior scales are computed
-    # once per call (a snapshot) instead of once per batch.
-    cache = getattr(model, "_tdg_predict_cache", None)
-    if cache is None:
-        cache = Untracked({})
-        model._tdg_predict_cache = cache
-    key = (num_samples, quantiles, target_mean, target_stddev, outputs, jit_compile)
-    if key not in cache.value:
-        predictive = MonteCarloPredictive(
+    # One predictive per model and settings, with its compiled functions,
+    # reused across calls and reseeded for each.
+    predictives = _PREDICTIVES.setdefault(model, {})
+    key = (num_samples, quantiles, target_mean, target_stddev)
+    if key not in predictives:
+        predictives[key] = _WeaklyHeldPredictive(
             model, num_samples, quantiles, int(seed_state[0]), target_mean, target_stddev
         )
-        snapshot = PosteriorScaleSnapshot(model)
-        run = tf.function(
-            lambda batch: predictive(batch, outputs),
-            reduce_retracing=True,
-            jit_compile=jit_compile,
-        )
-        cache.value[key] = predictive, tf.function(snapshot.refresh), snapshot, run
-    predictive, refresh, snapshot, run = cache.value[key]
+    predictive = predictives[key]
     predictive.seed_generator.state.assign(seed_state)
-    refresh()
-    with snapshot.active():
-        chunks = [
-            run(tf.nest.map_structure(lambda a, i=i: tf.constant(a[i : i + batch_size]), x))
-            for i in range(0, max(num_examples, 1), batch_size)
-        ]
-    return {key: np.concatenate([c[key].numpy() for c in chunks]) for key in chunks[0]}
+    return predictive.predict(x, batch_size, outputs, jit_compile)
+
+
+class _WeaklyHeldPredictive(MonteCarloPredictive):
+    """A `MonteCarloPredictive` holding its model weakly, for `_PREDICTIVES`.
+
+    The cache is keyed weakly by the model; a value holding the model
+    strongly would keep it, and itself, alive forever.
+    """
+
+    def __init__(self, model, *args, **kwargs):
+        super().__init__(model, *args, **kwargs)
+        self._model = weakref.ref(model)
+
+    @property
+    def model(self):
+        return self._model()
+
+
+# `predict`'s predictives: {model: {settings: _WeaklyHeldPredictive}}.
+_PREDICTIVES = weakref.WeakKeyDictionary()
 
 
 def _per_output(name, value, head, positive):
@@ -469,10 +558,22 @@ def _batch_first(t):
 def _classifier_summaries(head, params, outputs, seed):
     # Averages over samples in float64: in float32 the rounding of the means
     # alone gives a deterministic model a mutual information of ~1e-5.
-    per_sample = tf.cast(head.probabilities(params), "float64")  # (S, B, K) or (S, B, d)
-    probabilities = tf.reduce_mean(per_sample, 0)
-    predictive_entropy = head.label_entropy(probabilities)
-    expected_entropy = tf.reduce_mean(head.label_entropy(per_sample), 0)
+    if isinstance(head, Categorical):
+        per_sample = tf.cast(tf.nn.softmax(params), "float64")  # (S, B, K)
+        probabilities = tf.reduce_mean(per_sample, 0)
+
+        def entropy(p):
+            return -tf.reduce_sum(tf.math.xlogy(p, p), -1)
+
+    else:
+        per_sample = tf.cast(tf.sigmoid(params), "float64")  # (S, B, d): P(y = 1)
+        probabilities = tf.reduce_mean(per_sample, 0)
+
+        def entropy(p):
+            return -tf.math.xlogy(p, p) - tf.math.xlogy(1.0 - p, 1.0 - p)
+
+    predictive_entropy = entropy(probabilities)
+    expected_entropy = tf.reduce_mean(entropy(per_sample), 0)
     summaries = {
         "probabilities": probabilities,
         "predictive_entropy": predictive_entropy,
@@ -506,7 +607,7 @@ def _continuous_summaries(head, params, quantiles, outputs, seed):
     summaries = {name: tf.cast(value, "float32") for name, value in summaries.items()}
     if "quantiles" in outputs:
         levels = tf.constant(quantiles, "float32")
-        counts = head.kind == "count"
+        counts = isinstance(head, (Poisson, NegativeBinomial))
         q = _mixture_quantiles(head.marginal(params), levels, means, variances, counts)
         if counts:
             q = tf.floor(q)

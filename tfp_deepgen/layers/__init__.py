@@ -1,8 +1,11 @@
 """Drop-in Keras 3 layers with weight uncertainty."""
 
 from tfp_deepgen.layers.base import (
+    InferenceState,
+    StackedBatch,
     StochasticLayer,
     VariationalLayer,
+    inference_state,
     monte_carlo_mode,
     sampling_mode,
     stochastic_layers,
@@ -24,7 +27,7 @@ from tfp_deepgen.layers.dense import (
 from tfp_deepgen.layers.dropout import GaussianDropout, MCDropout
 from tfp_deepgen.layers.horseshoe import DenseHorseshoe
 from tfp_deepgen.layers.ibp import IBPDense, IBPGate
-from tfp_deepgen.layers.linear import PosteriorScaleSnapshot
+from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
 from tfp_deepgen.layers.variational_dropout import (
     Conv2DSparseVariationalDropout,
     DenseSparseVariationalDropout,
@@ -34,6 +37,9 @@ from tfp_deepgen.layers.variational_dropout import (
 __all__ = [
     "StochasticLayer",
     "VariationalLayer",
+    "InferenceState",
+    "StackedBatch",
+    "inference_state",
     "monte_carlo_mode",
     "sampling_mode",
     "stochastic_layers",

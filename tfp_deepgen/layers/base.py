@@ -1,4 +1,10 @@
-"""What every stochastic layer shares: seeds, sampling mode, KL bookkeeping.
+"""What every stochastic layer shares: seeds, inference state, KL bookkeeping.
+
+How a stochastic layer computes outside its own settings (posterior means,
+Monte-Carlo copies, a snapshot of the posterior scales) is one
+`InferenceState`, set for every layer of a model by one context,
+`inference_state`; `sampling_mode` and `monte_carlo_mode` are that context
+with one field each. A layer reads it as `layer.inference_state`.
 
 Example:
 
@@ -9,6 +15,7 @@ Example:
 """
 
 import contextlib
+import dataclasses
 
 import keras
 import tensorflow as tf
@@ -16,14 +23,106 @@ import tensorflow as tf
 from tfp_deepgen import _validation
 
 __all__ = [
+    "InferenceState",
+    "StackedBatch",
     "StochasticLayer",
     "VariationalLayer",
+    "inference_state",
     "monte_carlo_mode",
     "sampling_mode",
     "stochastic_layers",
 ]
 
 SAMPLING_MODES = ("sample", "mean")
+
+
+class StackedBatch:
+    """`num_samples` copies of a batch stacked along the batch axis, with the batch itself.
+
+    A Monte-Carlo pass runs the model once on `copies` (copy-major, as
+    `tf.tile` makes them). A layer that receives one of the `copies` tensors
+    itself (not a tensor computed from it) may compute on `original(inputs)`
+    once and stack its result, since every copy of an example is the same
+    input. That only saves time; a layer that does not do it gets the same
+    distribution.
+
+    Args:
+        batch: A tensor, or a dict, list or tuple of them (one per model
+            input), examples along the first axis.
+        num_samples: Number of copies, a positive integer.
+
+    Example:
+
+    >>> import tensorflow as tf, tfp_deepgen as tdg
+    >>> stacked = tdg.layers.StackedBatch(tf.ones((2, 3)), 4)
+    >>> stacked.copies.shape
+    TensorShape([8, 3])
+    >>> stacked.original(stacked.copies) is stacked.batch
+    True
+    """
+
+    def __init__(self, batch, num_samples):
+        self.num_samples = _validation.positive_int("num_samples", num_samples)
+        self.batch = tf.nest.map_structure(tf.convert_to_tensor, batch)
+        self.copies = tf.nest.map_structure(self.stack, self.batch)
+        self._pairs = tuple(
+            zip(tf.nest.flatten(self.copies), tf.nest.flatten(self.batch), strict=True)
+        )
+
+    def stack(self, tensor):
+        """`num_samples` copies of `tensor` along axis 0."""
+        return tf.tile(tensor, [self.num_samples] + [1] * (tensor.shape.rank - 1))
+
+    def original(self, tensor):
+        """The batch `tensor` stacks when it is one of `copies` itself, else None."""
+        for copy, original in self._pairs:
+            if tensor is copy:
+                return original
+        return None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InferenceState:
+    """What stochastic layers do beyond their own settings; see `inference_state`.
+
+    Attributes:
+        sampling: None (each layer follows its own `sampling`), `"sample"`
+            or `"mean"` (overrides it).
+        monte_carlo_samples: None, or S: the batch holds S stacked copies of
+            the real batch, each to be computed under its own posterior sample,
+            with no KL term.
+        stacked_batch: None, or the `StackedBatch` the caller feeds the model
+            (S copies), which lets the layers it reaches directly compute once
+            per example. Only with `monte_carlo_samples`.
+        posterior_scales: None, or a `PosteriorScaleSnapshot` whose copies of
+            the posterior scales the variational layers read instead of
+            computing them.
+    """
+
+    sampling: str | None = None
+    monte_carlo_samples: int | None = None
+    stacked_batch: StackedBatch | None = None
+    posterior_scales: object = None
+
+    def __post_init__(self):
+        if self.sampling is not None:
+            _validation.one_of("sampling", self.sampling, SAMPLING_MODES)
+        if self.monte_carlo_samples is not None:
+            _validation.positive_int("monte_carlo_samples", self.monte_carlo_samples)
+        if self.stacked_batch is not None:
+            if not isinstance(self.stacked_batch, StackedBatch):
+                raise ValueError(
+                    "`stacked_batch` must be a tdg.layers.StackedBatch or None; "
+                    f"received {self.stacked_batch!r}."
+                )
+            if self.stacked_batch.num_samples != self.monte_carlo_samples:
+                raise ValueError(
+                    f"`stacked_batch` holds {self.stacked_batch.num_samples} copies but "
+                    f"monte_carlo_samples={self.monte_carlo_samples!r}; they must agree."
+                )
+
+
+_DEFAULT_STATE = InferenceState()
 
 
 class _LastValue(keras.metrics.Metric):
@@ -75,8 +174,8 @@ class StochasticLayer(keras.layers.Layer):
         self.sampling = _validation.one_of("sampling", sampling, SAMPLING_MODES)
         self.seed = _validation.seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
-        # Set by `monte_carlo_mode`: the batch holds this many stacked copies.
-        self.monte_carlo_samples = None
+        # Written only by the `inference_state` context.
+        self._inference_state = _DEFAULT_STATE
 
     def next_seed(self, per_replica=True):
         """A fresh int32 seed of shape `[2]` for `tf.random.stateless_*`.
@@ -111,8 +210,17 @@ class StochasticLayer(keras.layers.Layer):
         super().load_own_variables(store)
 
     @property
+    def inference_state(self):
+        """The `InferenceState` in effect: set by `tdg.layers.inference_state`."""
+        return self._inference_state
+
+    @property
     def sampling_enabled(self):
-        return self.sampling == "sample"
+        """Whether calls draw noise: the inference state's `sampling`, else the layer's own."""
+        state = self._inference_state
+        if state.monte_carlo_samples is not None:
+            return True
+        return (state.sampling or self.sampling) == "sample"
 
     def get_config(self):
         config = super().get_config()
@@ -191,21 +299,121 @@ def not_finite_flag(inputs):
     return tf.where(finite, tf.constant(0.0), tf.constant(float("nan")))
 
 
+def _sublayers(layer):
+    """The layers `layer` holds directly, in the order it holds them."""
+    if isinstance(layer, keras.Model):
+        return list(layer.layers)
+    # A plain layer has no public list of its sub-layers: read its attributes
+    # (and lists, tuples and dicts in them) as Keras's own saving does.
+    found = []
+    for value in vars(layer).values():
+        if isinstance(value, dict):
+            values = list(value.values())
+        elif isinstance(value, (list, tuple)):
+            values = list(value)
+        else:
+            values = [value]
+        found.extend(v for v in values if isinstance(v, keras.layers.Layer))
+    return found
+
+
 def stochastic_layers(model):
-    """Every `StochasticLayer` inside `model` (itself and nested ones included), depth first."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=True)
-        if isinstance(layer, StochasticLayer)
-    ]
+    """Every `StochasticLayer` inside `model` (itself and nested ones included), depth first.
+
+    Nested models are walked through their `layers`, other layers through the
+    layers they hold as attributes (e.g. the `dense` of an `IBPDense`).
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> inner = keras.Sequential([keras.Input((3,)), tdg.layers.DenseFlipout(2)])
+    >>> outer = keras.Sequential([keras.Input((3,)), inner, tdg.layers.MCDropout(0.1)])
+    >>> [type(layer).__name__ for layer in tdg.layers.stochastic_layers(outer)]
+    ['DenseFlipout', 'MCDropout']
+    """
+    seen, found, pending = set(), [], [model]
+    while pending:
+        layer = pending.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, StochasticLayer):
+            found.append(layer)
+        pending.extend(reversed(_sublayers(layer)))
+    return found
+
+
+_UNSET = object()
+
+
+@contextlib.contextmanager
+def inference_state(
+    model,
+    sampling=_UNSET,
+    monte_carlo_samples=_UNSET,
+    stacked_batch=_UNSET,
+    posterior_scales=_UNSET,
+):
+    """Sets fields of the `InferenceState` of every stochastic layer in `model`.
+
+    Fields not given keep the value each layer has (contexts nest); every
+    layer gets its previous state back on exit, also when the body raises.
+    A `tf.function` reads the state when it traces: enter the context inside
+    the traced function, or trace inside the context.
+
+    Args:
+        model: A Keras model or layer, or a list of them.
+        sampling, monte_carlo_samples, stacked_batch, posterior_scales: See
+            `InferenceState`.
+
+    Yields:
+        `model`.
+
+    Example:
+
+    >>> import keras, numpy as np, tfp_deepgen as tdg
+    >>> layer = tdg.layers.DenseFlipout(2, seed=0)
+    >>> x = np.ones((1, 3), "float32")
+    >>> with tdg.layers.inference_state(layer, sampling="mean"):
+    ...     same = bool(np.all(layer(x) == layer(x)))
+    >>> same, layer.sampling, layer.inference_state.sampling
+    (True, 'sample', None)
+    """
+    given = {
+        "sampling": sampling,
+        "monte_carlo_samples": monte_carlo_samples,
+        "stacked_batch": stacked_batch,
+        "posterior_scales": posterior_scales,
+    }
+    changes = {name: value for name, value in given.items() if value is not _UNSET}
+    models = model if isinstance(model, (list, tuple)) else [model]
+    layers = list({id(layer): layer for m in models for layer in stochastic_layers(m)}.values())
+    previous = [layer._inference_state for layer in layers]
+    # Validates before any layer changes.
+    states = [dataclasses.replace(state, **changes) for state in previous]
+    for layer, state in zip(layers, states, strict=True):
+        layer._inference_state = state
+    try:
+        yield model
+    finally:
+        for layer, state in zip(layers, previous, strict=True):
+            layer._inference_state = state
+
+
+def _drop_compiled_functions(model):
+    for attr in ("train_function", "test_function", "predict_function"):
+        if hasattr(model, attr):
+            setattr(model, attr, None)
 
 
 @contextlib.contextmanager
 def sampling_mode(model, mode="mean"):
     """Temporarily switches every stochastic layer of `model` to `mode`.
 
-    Compiled `fit`/`evaluate`/`predict` functions are dropped on entry and on
-    exit, because the mode is fixed when a function is traced.
+    The layers' own `sampling` is left as it is; the context overrides it.
+    A `tf.function` fixes the mode when it traces, so the compiled
+    `fit`/`evaluate`/`predict` functions of `model` are dropped on entry and
+    on exit (Keras retraces them on their next use).
 
     Args:
         model: A Keras model or layer.
@@ -219,27 +427,16 @@ def sampling_mode(model, mode="mean"):
     ...     a = model.predict(keras.ops.ones((2, 3)), verbose=0)
     """
     mode = _validation.one_of("mode", mode, SAMPLING_MODES)
-    layers = stochastic_layers(model)
-    previous = [layer.sampling for layer in layers]
-
-    def reset_compiled():
-        for attr in ("train_function", "test_function", "predict_function"):
-            if hasattr(model, attr):
-                setattr(model, attr, None)
-
-    for layer in layers:
-        layer.sampling = mode
-    reset_compiled()
+    _drop_compiled_functions(model)
     try:
-        yield model
+        with inference_state(model, sampling=mode):
+            yield model
     finally:
-        for layer, old in zip(layers, previous, strict=True):
-            layer.sampling = old
-        reset_compiled()
+        _drop_compiled_functions(model)
 
 
 @contextlib.contextmanager
-def monte_carlo_mode(model, num_samples):
+def monte_carlo_mode(model, num_samples, stacked_batch=None):
     """Makes `model` draw independent posterior samples for stacked copies.
 
     Inside the context every stochastic layer samples (whatever its
@@ -252,16 +449,22 @@ def monte_carlo_mode(model, num_samples):
     Args:
         model: A Keras model or layer.
         num_samples: Number of stacked copies, a positive integer.
+        stacked_batch: Optionally the `StackedBatch` of `num_samples` copies
+            that will be fed to `model` (`model(stacked_batch.copies)`): the
+            layers that receive it directly then compute once per example.
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> model = keras.Sequential([keras.Input((3,)), tdg.layers.DenseFlipout(2)])
+    >>> stacked = tdg.layers.StackedBatch(keras.ops.ones((5, 3)), 4)
+    >>> with tdg.layers.monte_carlo_mode(model, 4, stacked):
+    ...     outputs = model(stacked.copies)
+    >>> outputs.shape
+    TensorShape([20, 2])
     """
     num_samples = _validation.positive_int("num_samples", num_samples)
-    layers = stochastic_layers(model)
-    previous = [(layer.sampling, layer.monte_carlo_samples) for layer in layers]
-    for layer in layers:
-        layer.sampling = "sample"
-        layer.monte_carlo_samples = num_samples
-    try:
-        yield model
-    finally:
-        for layer, (sampling, samples) in zip(layers, previous, strict=True):
-            layer.sampling = sampling
-            layer.monte_carlo_samples = samples
+    with inference_state(
+        model, monte_carlo_samples=num_samples, stacked_batch=stacked_batch
+    ) as entered:
+        yield entered

@@ -49,7 +49,7 @@ class _Dropout(StochasticLayer):
         return self.sampling_enabled and self.rate > 0.0
 
     def call(self, inputs, training=None):
-        if self.monte_carlo_samples is None and not self.noise_on(training):
+        if self.inference_state.monte_carlo_samples is None and not self.noise_on(training):
             return inputs
         return self.noise(inputs)
 

@@ -169,7 +169,7 @@ class DenseHorseshoe(VariationalLayer):
     def call(self, inputs, training=None):
         dtype = self.compute_dtype
         beta_scale = self._beta.scale()
-        copies = self.monte_carlo_samples
+        copies = self.inference_state.monte_carlo_samples
         noisy = self.sampling_enabled or copies is not None
         seeds = tf.random.experimental.stateless_split(self.next_seed(per_replica=noisy), 3)
         # One draw of the scales per call, or per stacked copy in Monte-Carlo mode.

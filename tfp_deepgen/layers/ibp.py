@@ -202,9 +202,10 @@ class IBPGate(VariationalLayer):
         probabilities = tf.sigmoid(self.gate_logits)
         # With deterministic gates the only noise is the KL's v sample, which
         # replicas share so the loss equals one device's.
-        noisy = self.sampling_enabled or self.monte_carlo_samples is not None
+        monte_carlo = self.inference_state.monte_carlo_samples is not None
+        noisy = self.sampling_enabled or monte_carlo
         seeds = tf.random.experimental.stateless_split(self.next_seed(per_replica=noisy), 2)
-        if self.monte_carlo_samples is None:
+        if not monte_carlo:
             self.add_kl(self.kl_divergence(seeds[0]), training, checked)
         if training is True:
             if noisy:

@@ -14,15 +14,12 @@ and computes `y = f(x; W) + b` with one of three gradient estimators:
 `dense.py` and `conv.py` supply the linear map `f`.
 """
 
-import contextlib
-
 import keras
 import tensorflow as tf
 
 from tfp_deepgen import _validation, random
 from tfp_deepgen import priors as priors_lib
-from tfp_deepgen._untracked import Untracked
-from tfp_deepgen.layers.base import VariationalLayer, stochastic_layers
+from tfp_deepgen.layers.base import VariationalLayer
 from tfp_deepgen.posteriors import DEFAULT_SCALE_INIT, MeanFieldNormal
 
 REPARAMETERIZATION = "reparameterization"
@@ -118,8 +115,6 @@ class VariationalLinear(VariationalLayer):
                 "`bias_prior` was given but `use_bias=False`; pass bias_prior=None "
                 "or use_bias=True."
             )
-        # Set by `PosteriorScaleSnapshot.active`.
-        self._frozen_scales = None
 
     # Hooks for dense / conv -------------------------------------------------
 
@@ -175,9 +170,13 @@ class VariationalLinear(VariationalLayer):
 
     def posterior_scales(self):
         """`(kernel scale, bias scale or None)`: computed from the variables,
-        or read from a `PosteriorScaleSnapshot` while it is active."""
-        if self._frozen_scales is not None:
-            return self._frozen_scales.value
+        or read from the inference state's `PosteriorScaleSnapshot` (see
+        `PosteriorScaleSnapshot.active`)."""
+        snapshot = self.inference_state.posterior_scales
+        if snapshot is not None:
+            copies = snapshot.scales_of(self)
+            if copies is not None:
+                return copies
         return self._computed_scales()
 
     def _computed_scales(self):
@@ -210,7 +209,7 @@ class VariationalLinear(VariationalLayer):
         return self._bias_posterior.distribution()
 
     def call(self, inputs, training=None):
-        if self.monte_carlo_samples is not None:
+        if self.inference_state.monte_carlo_samples is not None:
             return self.activation(self._monte_carlo_call(inputs))
         dtype = self.compute_dtype
         q = self._kernel_posterior
@@ -281,7 +280,7 @@ class VariationalLinear(VariationalLayer):
         return self.activation(outputs)
 
     def _monte_carlo_call(self, inputs):
-        """Pre-activations for `monte_carlo_samples` stacked copies of a batch.
+        """Pre-activations for the inference state's `monte_carlo_samples` stacked copies.
 
         When each example meets the kernel once (a dense layer on rank-2
         inputs), an example's pre-activations under a kernel sample are
@@ -299,7 +298,7 @@ class VariationalLinear(VariationalLayer):
         if self.exact_local_sampling(inputs):
             return self._local_reparameterization(inputs, loc, scale, bias_scale, seeds[0])
 
-        num_samples = self.monte_carlo_samples
+        num_samples = self.inference_state.monte_carlo_samples
         copies = tf.reshape(inputs, tf.concat([[num_samples, -1], tf.shape(inputs)[1:]], 0))
         kernel_shape = (num_samples, *q.shape)
         kernels = loc + scale * random.normal(kernel_shape, seeds[0])
@@ -325,14 +324,14 @@ class VariationalLinear(VariationalLayer):
         """Pre-activations (bias included) drawn from `N(x mu + b, x^2 sigma^2 + s_b^2)`."""
         dtype = self.compute_dtype
         bias_q = self._bias_posterior
-        # The first layer of a Monte-Carlo pass sees `S` copies of one batch:
-        # every copy has the same mean and variance, so compute them once and
-        # draw the noise for all copies (the same draws as without the shortcut).
-        copies = 1
-        if self.monte_carlo_samples is not None:
-            batch = _tiled_batch(inputs, self.monte_carlo_samples)
-            if batch is not None:
-                inputs, copies = batch, self.monte_carlo_samples
+        # A layer fed the stacked batch itself (the first of a Monte-Carlo
+        # pass) sees S copies of one batch: every copy has the same mean and
+        # variance, so compute them once and draw the noise for all copies
+        # (the same draws as without the shortcut).
+        stacked = self.inference_state.stacked_batch
+        original = None if stacked is None else stacked.original(inputs)
+        if original is not None:
+            inputs = original
         # Mean path in the compute dtype; variance path in float32, where
         # squared scales (~1e-6) do not underflow as they would in float16.
         outputs = self.linear(inputs, tf.cast(loc, dtype))
@@ -344,9 +343,8 @@ class VariationalLinear(VariationalLayer):
         stddev = preactivation_stddev(
             self.linear, inputs, tf.square(scale), self.row_scale_axes(inputs), bias_variance
         )
-        if copies > 1:
-            outputs = tf.tile(outputs, [copies, 1])
-            stddev = tf.tile(stddev, [copies, 1])
+        if original is not None:
+            outputs, stddev = stacked.stack(outputs), stacked.stack(stddev)
         eps = random.normal(tf.shape(stddev), seed)
         outputs += tf.cast(stddev * eps, dtype)
         if bias is not None:
@@ -376,149 +374,3 @@ class VariationalLinear(VariationalLayer):
             }
         )
         return config
-
-
-def _tiled_batch(inputs, copies):
-    """The batch `x` when the traced `inputs` is `tf.tile(x, [copies, 1])`, else None.
-
-    Looks through identities at the op that made `inputs`; None when executing
-    eagerly (no graph to look at) or for any other producer.
-    """
-    if tf.executing_eagerly() or not hasattr(inputs, "op") or inputs.shape.rank != 2:
-        return None
-    while inputs.op.type == "Identity":
-        inputs = inputs.op.inputs[0]
-    if inputs.op.type != "Tile":
-        return None
-    multiples = tf.get_static_value(inputs.op.inputs[1])
-    if multiples is None or list(multiples) != [copies, 1]:
-        return None
-    return inputs.op.inputs[0]
-
-
-class PosteriorScaleSnapshot(keras.layers.Layer):
-    """Copies of the posterior scales that Monte-Carlo passes can read instead.
-
-    A scale is `softplus(untransformed) + 1e-8` of every weight, recomputed on
-    each call because the weights may change; for a few hundred thousand
-    weights that softplus costs more than the matmuls of a small batch. When
-    the weights are fixed (a SavedModel, one `predictive.predict` call), take a
-    snapshot: non-trainable variables holding the scales, refreshed with
-    `refresh()`, and read by every variational layer of `model` while
-    `active()`. Trace the Monte-Carlo pass inside `active()`.
-
-    With `track_changes=True` the snapshot also keeps a copy of each
-    untransformed scale variable, and `refresh_if_stale()`, called inside a
-    traced function, recomputes exactly the scales whose variables changed:
-    a comparison per call instead of a softplus (twice the memory of the
-    scale variables).
-
-    Args:
-        model: A built Keras model or layer.
-        track_changes: Whether `refresh_if_stale()` is available.
-
-    Example:
-
-    >>> import keras, tfp_deepgen as tdg
-    >>> model = keras.Sequential([keras.Input((3,)), tdg.layers.DenseFlipout(2)])
-    >>> snapshot = tdg.layers.PosteriorScaleSnapshot(model)
-    >>> with snapshot.active():
-    ...     scale, _ = model.layers[0].posterior_scales()
-    >>> scale is snapshot.weights[0]
-    True
-    """
-
-    def __init__(self, model, track_changes=False, **kwargs):
-        super().__init__(**kwargs)
-        self.track_changes = _validation.boolean("track_changes", track_changes)
-        targets, entries = [], []
-        for layer in stochastic_layers(model):
-            if not isinstance(layer, VariationalLinear):
-                continue
-            if layer.kernel_posterior_params.scale_depends_on_loc:
-                continue  # its scale moves with the means; computed per call
-            copies = []
-            for part in ("kernel", "bias"):
-                posterior = getattr(layer, f"{part}_posterior_params")
-                if posterior is None:
-                    copies.append(None)
-                    continue
-                copy = self._copy_of(posterior, f"{layer.name}_{part}_scale")
-                source = None
-                if track_changes:
-                    source = self._copy_of(posterior, f"{layer.name}_{part}_untransformed")
-                copies.append(copy)
-                entries.append((posterior, copy, source))
-            targets.append((layer, tuple(copies)))
-        self._targets = Untracked(targets)
-        self._entries = Untracked(entries)
-        self.built = True
-        self.refresh()
-
-    def _copy_of(self, posterior, name):
-        return self.add_weight(
-            name=name,
-            shape=posterior.shape,
-            initializer="zeros",
-            dtype="float32",
-            trainable=False,
-            autocast=False,
-        )
-
-    def refresh(self):
-        """Copies the current scales into the snapshot."""
-        for posterior, copy, source in self._entries.value:
-            copy.assign(posterior.scale())
-            if source is not None:
-                source.assign(posterior.untransformed_scale)
-
-    def refresh_if_stale(self):
-        """Recomputes the scales whose variables changed since the last refresh.
-
-        Call it inside the traced function, before the Monte-Carlo pass.
-        """
-        if not self.track_changes:
-            raise ValueError("`refresh_if_stale` needs a snapshot made with track_changes=True.")
-        entries = self._entries.value
-        if not entries:
-            return
-        currents = [
-            tf.convert_to_tensor(posterior.untransformed_scale) for posterior, _, _ in entries
-        ]
-        changed = [
-            tf.reduce_any(tf.not_equal(current, source))
-            for current, (_, _, source) in zip(currents, entries, strict=True)
-        ]
-
-        def refresh_changed():
-            for flag, current, (posterior, copy, source) in zip(
-                changed, currents, entries, strict=True
-            ):
-
-                def update(posterior=posterior, copy=copy, source=source, current=current):
-                    copy.assign(posterior.scale())
-                    source.assign(current)
-                    return tf.constant(True)
-
-                tf.cond(flag, update, lambda: tf.constant(False))
-            return tf.constant(True)
-
-        # One branch for the common case (nothing changed). An integer index,
-        # not a boolean: XLA turns a boolean conditional whose branches are
-        # elementwise into a select, which computes every softplus and rewrites
-        # every copy on each call.
-        any_changed = tf.reduce_any(tf.stack(changed))
-        tf.switch_case(
-            tf.cast(any_changed, tf.int32), [lambda: tf.constant(False), refresh_changed]
-        )
-
-    @contextlib.contextmanager
-    def active(self):
-        """Layers read their scales from the snapshot inside the context."""
-        for layer, copies in self._targets.value:
-            layer._frozen_scales = Untracked(copies)
-        try:
-            yield self
-        finally:
-            for layer, _ in self._targets.value:
-                layer._frozen_scales = None
