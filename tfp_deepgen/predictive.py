@@ -30,8 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.heads import Categorical, IndependentBernoulli, final_head
-from tfp_deepgen.heads.discrete import NegativeBinomial, Poisson
+from tfp_deepgen.heads import final_head
 from tfp_deepgen.layers.base import StackedBatch, inference_state, int32_seed
 from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
 
@@ -64,8 +63,9 @@ class MonteCarloPredictive:
     """The Monte-Carlo predictive of `model` as a TF-traceable callable.
 
     Calling it on a batch returns a dict of tensors, batch dimension first.
-    For classifier heads (`Categorical`, `IndependentBernoulli`):
-    `probabilities`, `predictive_entropy` (H of the mean prediction),
+    For classifier heads (`head.kind == "classifier"`: `Categorical`,
+    `IndependentBernoulli`, or one's own): `probabilities`,
+    `predictive_entropy` (H of the mean prediction),
     `expected_entropy` (aleatoric: mean of the per-sample entropies),
     `mutual_information` (epistemic, BALD: their difference) and `samples`
     (one label drawn per posterior sample). For the other heads: `mean`,
@@ -431,7 +431,7 @@ def _rescales(target_mean, target_stddev):
 
 
 def _is_classifier(head):
-    return isinstance(head, (Categorical, IndependentBernoulli))
+    return head.kind == "classifier"
 
 
 def _output_names(head):
@@ -558,22 +558,10 @@ def _batch_first(t):
 def _classifier_summaries(head, params, outputs, seed):
     # Averages over samples in float64: in float32 the rounding of the means
     # alone gives a deterministic model a mutual information of ~1e-5.
-    if isinstance(head, Categorical):
-        per_sample = tf.cast(tf.nn.softmax(params), "float64")  # (S, B, K)
-        probabilities = tf.reduce_mean(per_sample, 0)
-
-        def entropy(p):
-            return -tf.reduce_sum(tf.math.xlogy(p, p), -1)
-
-    else:
-        per_sample = tf.cast(tf.sigmoid(params), "float64")  # (S, B, d): P(y = 1)
-        probabilities = tf.reduce_mean(per_sample, 0)
-
-        def entropy(p):
-            return -tf.math.xlogy(p, p) - tf.math.xlogy(1.0 - p, 1.0 - p)
-
-    predictive_entropy = entropy(probabilities)
-    expected_entropy = tf.reduce_mean(entropy(per_sample), 0)
+    per_sample = tf.cast(head.probabilities(params), "float64")  # (S, B, K) or (S, B, d)
+    probabilities = tf.reduce_mean(per_sample, 0)
+    predictive_entropy = head.label_entropy(probabilities)
+    expected_entropy = tf.reduce_mean(head.label_entropy(per_sample), 0)
     summaries = {
         "probabilities": probabilities,
         "predictive_entropy": predictive_entropy,
@@ -607,7 +595,7 @@ def _continuous_summaries(head, params, quantiles, outputs, seed):
     summaries = {name: tf.cast(value, "float32") for name, value in summaries.items()}
     if "quantiles" in outputs:
         levels = tf.constant(quantiles, "float32")
-        counts = isinstance(head, (Poisson, NegativeBinomial))
+        counts = head.kind == "count"
         q = _mixture_quantiles(head.marginal(params), levels, means, variances, counts)
         if counts:
             q = tf.floor(q)
