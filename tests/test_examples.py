@@ -1,0 +1,68 @@
+"""The examples' command lines: `--help` works and documents every option, `--quick` exists.
+
+Runs no training: each script is loaded without its `__main__` block, and its
+`build_parser()` answers `--help`, the way `python examples/X.py --help` does
+(one process for all of them, so TensorFlow is imported once).
+"""
+
+import pathlib
+import runpy
+
+import keras
+import numpy as np
+import pytest
+
+# The examples draw figures; the `test` extra does not install matplotlib.
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = sorted(path for path in EXAMPLES.glob("*.py") if not path.name.startswith("_"))
+
+
+def test_every_example_is_listed_in_the_readme():
+    readme = (EXAMPLES / "README.md").read_text()
+    assert len(SCRIPTS) >= 9
+    for script in SCRIPTS:
+        assert f"examples/{script.name}" in readme, script.name
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
+def test_help_documents_every_option(script, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(EXAMPLES))  # the scripts import _cli, _figures, ...
+    namespace = runpy.run_path(str(script))  # as a module: its __main__ block does not run
+    parser = namespace["build_parser"]()
+    undocumented = [
+        action.option_strings
+        for action in parser._actions  # argparse has no public list of its options
+        if action.dest != "help" and not action.help
+    ]
+    assert not undocumented
+    # The description starts with the module docstring's summary line.
+    assert parser.description.split("\n")[0] == namespace["__doc__"].split("\n")[0]
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"python examples/{script.name}" in text
+    assert "--quick" in text
+
+
+@pytest.mark.parametrize("interactive", [False, True], ids=["lines", "bar"])
+def test_epoch_progress(interactive, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    progress = runpy.run_path(str(EXAMPLES / "_cli.py"))["EpochProgress"](every=2)
+    progress.interactive = interactive  # the bar on a terminal, else a line every 2 epochs
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.ones((4, 1), "float32")
+    model.fit(x, x, epochs=5, verbose=0, callbacks=[progress])
+    text = capsys.readouterr().out
+    if interactive:
+        assert "5/5" in text and "loss" in text
+    else:
+        assert [line.split(":")[0].strip() for line in text.splitlines()] == [
+            "epoch 2/5",
+            "epoch 4/5",
+            "epoch 5/5",
+        ]
