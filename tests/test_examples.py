@@ -12,8 +12,6 @@ import keras
 import numpy as np
 import pytest
 
-# The examples draw figures; the `test` extra does not install matplotlib.
-pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
