@@ -231,6 +231,20 @@ def test_snapshot_is_the_inference_states_scales():
     assert snapshot.scales_of(layers.DenseFlipout(2)) is None
 
 
+def test_predict_traces_reading_the_snapshot():
+    # The compiled pass reads the scales predict() refreshed, not a softplus per batch.
+    head = tdg.heads.Categorical(3)
+    model = keras.Sequential(
+        [keras.Input((5,)), layers.DenseFlipout(8), layers.DenseFlipout(3), head]
+    )
+    x = np.ones((4, 5), "float32")
+    predictive.predict(model, x, num_samples=4, outputs=["probabilities"])
+    (mc,) = predictive._PREDICTIVES[model].values()
+    (function,) = mc._functions.values()
+    (graph,) = [f.graph for f in function._list_all_concrete_functions()]
+    assert "Softplus" not in {op.type for op in graph.get_operations()}
+
+
 class _Recorder(logging.Handler):
     def __init__(self):
         super().__init__()

@@ -215,11 +215,11 @@ class MonteCarloPredictive:
         outputs = self._checked_outputs(outputs)
         x = _checked_inputs(self.model, x, np.asarray)  # builds an unbuilt model
         num_examples = tf.nest.flatten(x)[0].shape[0]
-        run = self._compiled(outputs, jit_compile, x)
         # The weights cannot change during the call: their scales are computed
         # once here instead of once per batch.
         scales = self._refreshed_snapshot()
         with scales.active():
+            run = self._compiled(outputs, jit_compile, x)  # traced reading the snapshot
             chunks = [
                 run(tf.nest.map_structure(lambda a, i=i: tf.constant(a[i : i + batch_size]), x))
                 for i in range(0, max(num_examples, 1), batch_size)
