@@ -1,13 +1,15 @@
 """The VAE family: exact answers (PPCA, a VAE whose bound is log p(x)), the IWAE
-bound's ordering, analytic vs Monte-Carlo KL gradients, fit/XLA/tf.distribute,
-serialization and export."""
+bound's ordering, analytic vs Monte-Carlo KL gradients, fit/XLA, one trace of the
+evaluation graph, serialization and export."""
+
+from unittest import mock
 
 import keras
 import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
-from conformance import _two_cpu_strategy, serve_signatures
+from conformance import serve_signatures
 
 import tfp_deepgen as tdg
 from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
@@ -257,7 +259,7 @@ def test_analytic_kl_needs_a_normal_prior_and_scale_mixture_trains_with_sampled_
     assert tuple(vae.sample_prior(5).shape) == (5, 3)
 
 
-# -- fit, XLA, tf.data, tf.distribute -----------------------------------------
+# -- fit, XLA, tf.data (tf.distribute: tests/test_model_conformance.py) ------
 
 
 @pytest.mark.parametrize("num_importance_samples", [1, 5])
@@ -273,44 +275,6 @@ def test_fit_with_xla_on_arrays_and_tf_data_improves_the_bound(num_importance_sa
     assert set(history.history) == {"loss", "reconstruction", "kl"}
     assert history_data.history["loss"][-1] < history.history["loss"][0]
     assert after > before + 1.0, (before, after)
-
-
-def test_mirrored_strategy_matches_single_device():
-    x = _binary_data(n=16)
-    strategy = _two_cpu_strategy()
-    single = _binary_vae(seed=0)
-    single(x)
-    with strategy.scope():
-        mirrored = _binary_vae(seed=0)
-        mirrored(x)
-    mirrored.set_weights(single.get_weights())
-    for vae in (single, mirrored):
-        # z = posterior mean: both runs see the same numbers, so any difference
-        # is the loss scaling. XLA cannot compile for two logical CPUs.
-        vae.latent_sampler.sampling = "mean"
-        vae.compile(keras.optimizers.SGD(0.1), jit_compile=False)
-    logs_single = single.evaluate(x, batch_size=16, verbose=0, return_dict=True)
-    logs_mirrored = mirrored.evaluate(x, batch_size=16, verbose=0, return_dict=True)
-    for key in ("loss", "reconstruction", "kl"):
-        np.testing.assert_allclose(logs_mirrored[key], logs_single[key], rtol=1e-5)
-    single.fit(x, batch_size=16, epochs=2, verbose=0)
-    mirrored.fit(x, batch_size=16, epochs=2, verbose=0)
-    for a, b in zip(single.get_weights(), mirrored.get_weights(), strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
-
-
-def test_mirrored_replicas_draw_different_latents():
-    strategy = _two_cpu_strategy()
-    with strategy.scope():
-        vae = _binary_vae(seed=0)
-    params = tf.zeros((4, 6))
-
-    @tf.function
-    def draw():
-        return vae.latent_sampler.posterior_sample(vae.encoder_head, params, 1)
-
-    first, second = strategy.experimental_local_results(strategy.run(draw))
-    assert float(tf.reduce_max(tf.abs(first - second))) > 0
 
 
 # -- the methods ---------------------------------------------------------------
@@ -335,6 +299,20 @@ def test_methods_shapes_and_seeding():
     np.testing.assert_array_equal(a.reconstruct(x), b.reconstruct(x))
     with tdg.layers.sampling_mode(a, "mean"):
         np.testing.assert_array_equal(a.reconstruct(x), a.reconstruct(x))
+
+
+def test_evaluating_many_batches_and_both_bounds_traces_once():
+    """One traced graph per model, hence no TensorFlow retracing warnings, when
+    `elbo` and `log_likelihood` run over batches of different sizes and with
+    different numbers of samples (as the examples do)."""
+    x = _binary_data(n=50)
+    vae = _binary_vae(seed=0)
+    # The bound's terms are built in Python once per trace.
+    with mock.patch.object(vae, "_bound_terms", wraps=vae._bound_terms) as traces:
+        for num_samples in (1, 3):
+            assert tuple(vae.elbo(x, num_samples, batch_size=20).shape) == (50,)
+            assert tuple(vae.log_likelihood(x, num_samples, batch_size=20).shape) == (50,)
+    assert traces.call_count == 1, f"{traces.call_count} traces"
 
 
 def test_images_are_flattened_for_the_likelihood():

@@ -1,12 +1,11 @@
 """The variational autoencoder as a `keras.Model` trained with plain `fit(x)`."""
 
-import math
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
+from tfp_deepgen._untracked import Untracked
 from tfp_deepgen.heads import final_head
 from tfp_deepgen.models import _fit_data, latent
 from tfp_deepgen.models._batches import in_batches
@@ -110,6 +109,7 @@ class VAE(keras.Model):
         self.bound = _validation.one_of("bound", bound, ("iwae", "elbo"))
         self.seed = seed
         self.latent_sampler = latent.LatentSampler(seed=seed, name="latent_sampler")
+        self._bound_graphs = Untracked({})  # see _bound_graph
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction")
         self.kl_tracker = keras.metrics.Mean(name="kl")
 
@@ -216,7 +216,9 @@ class VAE(keras.Model):
             kl = tf.reduce_mean(log_ratio, 0)
         if iwae:
             log_weights = log_likelihood - beta * log_ratio
-            bound = tf.reduce_logsumexp(log_weights, 0) - math.log(num_samples)
+            # num_samples may be a tensor (see _bound_graph).
+            log_k = tf.math.log(tf.cast(num_samples, log_weights.dtype))
+            bound = tf.reduce_logsumexp(log_weights, 0) - log_k
         else:
             bound = tf.reduce_mean(log_likelihood, 0) - beta * kl
         return {
@@ -298,17 +300,50 @@ class VAE(keras.Model):
         if batch_size is None:
             batch_size = max(1, 2**16 // num_samples)
         batch_size = _validation.positive_int("batch_size", batch_size)
-        if getattr(self, "_bound_graph", None) is None:
-
-            def bound(x, condition, num_samples, iwae):
-                terms = self._bound_terms(x, num_samples, iwae, 1.0, condition=condition)
-                return terms["bound"]
-
-            self._bound_graph = tf.function(bound, jit_compile=True, reduce_retracing=True)
         x = tf.convert_to_tensor(x)
         if not self.decoder_head.integer_labels:
             self.decoder_head.check_in_support(x, argument="x")
-        return in_batches(self._bound_graph, x, condition, batch_size, num_samples, iwae)
+        if condition is not None:
+            condition = tf.convert_to_tensor(condition)
+        graph = self._bound_graph(x, condition)
+        arguments = (tf.constant(num_samples, tf.int32), tf.constant(iwae))
+        return in_batches(graph, x, condition, batch_size, *arguments)
+
+    def _bound_graph(self, x, condition):
+        """`graph(x, condition, num_samples, iwae)`: the XLA-compiled per-example bound.
+
+        Traced once per model and kind of data: the batch size is left open,
+        and `num_samples` and `iwae` (IWAE bound, else ELBO) are tensors, so
+        evaluating many batches, or the ELBO and then the IWAE estimate, reuses
+        one graph (XLA compiles each new shape without a retrace).
+        """
+        key = tuple(None if t is None else (t.dtype, tuple(t.shape[1:])) for t in (x, condition))
+        graphs = self._bound_graphs.value
+        if key not in graphs:
+            scalars = [tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.bool)]
+            if condition is None:
+
+                def bound(x, num_samples, iwae):
+                    return self._elbo_or_iwae(x, None, num_samples, iwae)
+
+                signature = [_batch_spec(x), *scalars]
+            else:
+
+                def bound(x, condition, num_samples, iwae):
+                    return self._elbo_or_iwae(x, condition, num_samples, iwae)
+
+                signature = [_batch_spec(x), _batch_spec(condition), *scalars]
+            graphs[key] = tf.function(bound, input_signature=signature, jit_compile=True)
+        compiled = graphs[key]
+        if condition is None:
+            return lambda x, condition, *arguments: compiled(x, *arguments)
+        return compiled
+
+    def _elbo_or_iwae(self, x, condition, num_samples, iwae):
+        """The IWAE bound where the boolean tensor `iwae` is set, else the ELBO (beta 1)."""
+        terms = self._bound_terms(x, num_samples, True, 1.0, condition=condition)
+        elbo = -terms["reconstruction"] - terms["kl"]
+        return tf.where(iwae, terms["bound"], elbo)
 
     # -- serving -----------------------------------------------------------
 
@@ -407,3 +442,8 @@ def decoder_mean(head, params):
     if head.integer_labels:
         return head.probabilities(params)
     return head.mean(params)
+
+
+def _batch_spec(tensor):
+    """A `TensorSpec` of `tensor` with any batch size."""
+    return tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype)
