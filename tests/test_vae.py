@@ -2,6 +2,7 @@
 bound's ordering, analytic vs Monte-Carlo KL gradients, fit/XLA, one trace of the
 evaluation graph, serialization and export."""
 
+import logging
 from unittest import mock
 
 import keras
@@ -302,9 +303,9 @@ def test_methods_shapes_and_seeding():
 
 
 def test_evaluating_many_batches_and_both_bounds_traces_once():
-    """One traced graph per model, hence no TensorFlow retracing warnings, when
+    """One traced graph per model, and no TensorFlow retracing warning, when
     `elbo` and `log_likelihood` run over batches of different sizes and with
-    different numbers of samples (as the examples do)."""
+    different numbers of samples, model after model (as the examples do)."""
     x = _binary_data(n=50)
     vae = _binary_vae(seed=0)
     # The bound's terms are built in Python once per trace.
@@ -313,6 +314,16 @@ def test_evaluating_many_batches_and_both_bounds_traces_once():
             assert tuple(vae.elbo(x, num_samples, batch_size=20).shape) == (50,)
             assert tuple(vae.log_likelihood(x, num_samples, batch_size=20).shape) == (50,)
     assert traces.call_count == 1, f"{traces.call_count} traces"
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf.get_logger().addHandler(handler)
+    try:
+        for seed in range(1, 7):  # each model traces its own graph once
+            _binary_vae(seed=seed).elbo(x)
+    finally:
+        tf.get_logger().removeHandler(handler)
+    assert not [message for message in messages if "retracing" in message]
 
 
 def test_images_are_flattened_for_the_likelihood():

@@ -1,5 +1,7 @@
 """The variational autoencoder as a `keras.Model` trained with plain `fit(x)`."""
 
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -320,26 +322,23 @@ class VAE(keras.Model):
         key = tuple(None if t is None else (t.dtype, tuple(t.shape[1:])) for t in (x, condition))
         graphs = self._bound_graphs.value
         if key not in graphs:
-            scalars = [tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.bool)]
-            if condition is None:
-
-                def bound(x, num_samples, iwae):
-                    return self._elbo_or_iwae(x, None, num_samples, iwae)
-
-                signature = [_batch_spec(x), *scalars]
-            else:
-
-                def bound(x, condition, num_samples, iwae):
-                    return self._elbo_or_iwae(x, condition, num_samples, iwae)
-
-                signature = [_batch_spec(x), _batch_spec(condition), *scalars]
+            signature = [_batch_spec(x), tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.bool)]
+            if condition is not None:
+                signature.append(_batch_spec(condition))
+            # A partial, not a closure: TensorFlow's retracing warning counts
+            # the traces of all functions sharing one code object, so several
+            # models tracing once each would add up to a false warning.
+            bound = functools.partial(self._elbo_or_iwae)
             graphs[key] = tf.function(bound, input_signature=signature, jit_compile=True)
         compiled = graphs[key]
-        if condition is None:
-            return lambda x, condition, *arguments: compiled(x, *arguments)
-        return compiled
 
-    def _elbo_or_iwae(self, x, condition, num_samples, iwae):
+        def graph(x, condition, num_samples, iwae):
+            conditions = () if condition is None else (condition,)
+            return compiled(x, num_samples, iwae, *conditions)
+
+        return graph
+
+    def _elbo_or_iwae(self, x, num_samples, iwae, condition=None):
         """The IWAE bound where the boolean tensor `iwae` is set, else the ELBO (beta 1)."""
         terms = self._bound_terms(x, num_samples, True, 1.0, condition=condition)
         elbo = -terms["reconstruction"] - terms["kl"]
