@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 
-class _VariationalConv(linear.VariationalLinear):
+class VariationalConv(linear.VariationalLinear):
     """N-D convolution with a mean-field Normal posterior on its kernel.
 
     The public subclasses fix the rank and the estimator; their docstrings
@@ -150,7 +150,7 @@ class _VariationalConv(linear.VariationalLinear):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv1DReparameterization(_VariationalConv):
+class Conv1DReparameterization(VariationalConv):
     """1-D convolution drawing one kernel sample per call (Bayes by Backprop).
 
     A drop-in replacement for `keras.layers.Conv1D` with weight uncertainty.
@@ -196,7 +196,7 @@ class Conv1DReparameterization(_VariationalConv):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv2DReparameterization(_VariationalConv):
+class Conv2DReparameterization(VariationalConv):
     """2-D convolution drawing one kernel sample per call (Bayes by Backprop).
 
     A drop-in replacement for `keras.layers.Conv2D` with weight uncertainty.
@@ -242,7 +242,7 @@ class Conv2DReparameterization(_VariationalConv):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv3DReparameterization(_VariationalConv):
+class Conv3DReparameterization(VariationalConv):
     """3-D convolution drawing one kernel sample per call (Bayes by Backprop).
 
     A drop-in replacement for `keras.layers.Conv3D` with weight uncertainty.
@@ -288,7 +288,7 @@ class Conv3DReparameterization(_VariationalConv):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv1DFlipout(_VariationalConv):
+class Conv1DFlipout(VariationalConv):
     """1-D convolution with flipout: per-example decorrelated weight noise.
 
     A drop-in replacement for `keras.layers.Conv1D` with weight uncertainty.
@@ -336,7 +336,7 @@ class Conv1DFlipout(_VariationalConv):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv2DFlipout(_VariationalConv):
+class Conv2DFlipout(VariationalConv):
     """2-D convolution with flipout: per-example decorrelated weight noise.
 
     A drop-in replacement for `keras.layers.Conv2D` with weight uncertainty.
@@ -384,7 +384,7 @@ class Conv2DFlipout(_VariationalConv):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv3DFlipout(_VariationalConv):
+class Conv3DFlipout(VariationalConv):
     """3-D convolution with flipout: per-example decorrelated weight noise.
 
     A drop-in replacement for `keras.layers.Conv3D` with weight uncertainty.
@@ -432,7 +432,7 @@ class Conv3DFlipout(_VariationalConv):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv2DLocalReparameterization(_VariationalConv):
+class Conv2DLocalReparameterization(VariationalConv):
     """2-D convolution sampling each activation from its Gaussian marginal.
 
     A drop-in replacement for `keras.layers.Conv2D` with weight uncertainty.

@@ -21,7 +21,7 @@ from tfp_deepgen.layers import linear
 __all__ = ["DenseReparameterization", "DenseFlipout", "DenseLocalReparameterization"]
 
 
-class _VariationalDense(linear.VariationalLinear):
+class VariationalDense(linear.VariationalLinear):
     """`y = activation(x @ W + b)` with a mean-field Normal posterior on `W`.
 
     The public subclasses differ only in how they sample; their docstrings
@@ -68,7 +68,7 @@ class _VariationalDense(linear.VariationalLinear):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class DenseReparameterization(_VariationalDense):
+class DenseReparameterization(VariationalDense):
     """Dense layer drawing one kernel sample per call (Bayes by Backprop).
 
     Computes `activation(x @ W + b)` with `W = mu + sigma * eps`: one draw of
@@ -109,7 +109,7 @@ class DenseReparameterization(_VariationalDense):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class DenseFlipout(_VariationalDense):
+class DenseFlipout(VariationalDense):
     """Dense layer with flipout: per-example decorrelated weight noise.
 
     Computes `activation(x @ W + b)` where each example's weight noise
@@ -152,7 +152,7 @@ class DenseFlipout(_VariationalDense):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class DenseLocalReparameterization(_VariationalDense):
+class DenseLocalReparameterization(VariationalDense):
     """Dense layer sampling its pre-activations from their Gaussian marginal.
 
     With a Normal posterior on `W`, `x @ W` is Gaussian with mean `x @ mu` and

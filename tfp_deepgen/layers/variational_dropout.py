@@ -84,7 +84,7 @@ def _log_alpha_of_rate(name, rate):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class DenseVariationalDropout(_LogUniformLayer, dense._VariationalDense):
+class DenseVariationalDropout(_LogUniformLayer, dense.VariationalDense):
     """Dense layer with variational Gaussian dropout whose rate is learned.
 
     The weights have the posterior `N(theta, alpha theta^2)`, i.e. Gaussian
@@ -199,7 +199,7 @@ class _SparseVariationalDropout(_LogUniformLayer):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class DenseSparseVariationalDropout(_SparseVariationalDropout, dense._VariationalDense):
+class DenseSparseVariationalDropout(_SparseVariationalDropout, dense.VariationalDense):
     """Dense layer with sparse variational dropout: a learned dropout rate per weight.
 
     Each weight has the posterior `N(theta, sigma^2)` with its own
@@ -232,7 +232,7 @@ class DenseSparseVariationalDropout(_SparseVariationalDropout, dense._Variationa
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class Conv2DSparseVariationalDropout(_SparseVariationalDropout, conv._VariationalConv):
+class Conv2DSparseVariationalDropout(_SparseVariationalDropout, conv.VariationalConv):
     """2-D convolution with sparse variational dropout: a learned dropout rate per weight.
 
     Each weight has the posterior `N(theta, sigma^2)` with its own
