@@ -129,11 +129,6 @@ CASES = [
         lambda model: _prior_draw(model.sampler),
         compile_sgd=_sgd(1e-3),
         mirrored_rtol=1e-4,
-        xfail={
-            "backup_and_restore": "DeepExponentialFamily.fit does not build the model from "
-            "`x` before callbacks run (VAE.fit does), and BackupAndRestore refuses an "
-            "unbuilt model; build it first (call it on a batch) until fit does",
-        },
     ),
     ModelCase(
         _gan,

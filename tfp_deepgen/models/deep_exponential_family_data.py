@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.models._fit_data import count_examples
+from tfp_deepgen.models._fit_data import count_examples, example_shape
 
 __all__ = ["DocumentData", "dense_float32"]
 
@@ -61,6 +61,12 @@ class DocumentData:
             if arguments.get("validation_data") is not None:
                 validation_split = 0.0  # Keras ignores the split then
             self.num_examples = count_examples(x, validation_split)
+        if not self.built:
+            # Built before Keras traces the first step, so callbacks that read
+            # the variables in `on_train_begin` (BackupAndRestore) see them.
+            input_shape = example_shape(x)
+            if input_shape is not None:
+                self.build(input_shape)
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
