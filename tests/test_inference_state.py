@@ -23,6 +23,7 @@ import tensorflow as tf
 
 import tfp_deepgen as tdg
 from tfp_deepgen import layers, predictive
+from tfp_deepgen.predictive import monte_carlo
 
 
 def _model(cls=layers.DenseFlipout, seed=0):
@@ -239,7 +240,7 @@ def test_predict_traces_reading_the_snapshot():
     )
     x = np.ones((4, 5), "float32")
     predictive.predict(model, x, num_samples=4, outputs=["probabilities"])
-    (mc,) = predictive._PREDICTIVES[model].values()
+    (mc,) = monte_carlo._PREDICTIVES[model].values()
     (function,) = mc._functions.values()
     (graph,) = [f.graph for f in function._list_all_concrete_functions()]
     assert "Softplus" not in {op.type for op in graph.get_operations()}

@@ -48,6 +48,7 @@ import tensorflow as tf
 
 from tfp_deepgen import heads, layers, posteriors, predictive, priors
 from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
+from tfp_deepgen.predictive import monte_carlo
 
 Z = 5.0  # standard errors allowed by every Monte-Carlo check
 F32 = 2.0**-24  # float32 unit roundoff
@@ -572,7 +573,8 @@ def test_predict_under_xla_equals_graph_mode(kind):
     model, x = _small_model_and_inputs(kind, seed=8)
     graph = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0)
     xla = predictive.predict(model, x, num_samples=6, batch_size=4, seed=0, jit_compile=True)
-    compiled = [f for mc in predictive._PREDICTIVES[model].values() for f in mc._functions.values()]
+    cached = monte_carlo._PREDICTIVES[model].values()
+    compiled = [f for mc in cached for f in mc._functions.values()]
     assert sorted(run._jit_compile for run in compiled) == [False, True]
     assert graph.keys() == xla.keys()
     for key in graph:
@@ -587,8 +589,8 @@ def test_predict_restarts_the_seed_stream_keras_would_start():
     # predict() reseeds its cached predictive instead of making a generator per call.
     for seed in (0, 7, 123456789):
         expected = keras.random.SeedGenerator(seed).state.numpy()
-        np.testing.assert_array_equal(predictive._initial_seed_state(seed), expected)
-    state = predictive._initial_seed_state(None)
+        np.testing.assert_array_equal(monte_carlo._initial_seed_state(seed), expected)
+    state = monte_carlo._initial_seed_state(None)
     assert 1 <= state[0] <= 10**9 and state[1] == 0
     model, x = _one_hot_model(heads.IndependentNormal(), [[0.0, 1.0]])
     with pytest.raises(ValueError, match="`seed` must be an integer"):
@@ -600,13 +602,13 @@ def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     model, x = _one_hot_model(head, [[0.5], [-1.0]], layer_cls=layers.DenseFlipout, scale=1e-6)
     layer = model.layers[0]
     first = predictive.predict(model, x, num_samples=64, seed=0)
-    (mc,) = predictive._PREDICTIVES[model].values()
+    (mc,) = monte_carlo._PREDICTIVES[model].values()
     (run,) = mc._functions.values()
     # A larger posterior between calls: the second call must see it, although
     # it reuses the compiled function and its snapshot of the scales.
     _set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
     second = predictive.predict(model, x, num_samples=64, seed=0)
-    assert len(predictive._PREDICTIVES[model]) == 1
+    assert len(monte_carlo._PREDICTIVES[model]) == 1
     assert run.experimental_get_tracing_count() == 1
     assert np.all(first["epistemic_variance"] < 1e-8)
     # Var_s[x W_s] = 9 for a one-hot row; plug-in variance of 64 draws.
@@ -614,7 +616,7 @@ def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     np.testing.assert_array_less(np.abs(second["epistemic_variance"] - 9.0), bound)
     # Other settings compile their own function.
     predictive.predict(model, x, num_samples=8)
-    assert len(predictive._PREDICTIVES[model]) == 2
+    assert len(monte_carlo._PREDICTIVES[model]) == 2
 
 
 @pytest.mark.parametrize("jit", [False, True])

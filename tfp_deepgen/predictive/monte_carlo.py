@@ -1,8 +1,4 @@
-"""Monte-Carlo predictive distribution of a model that ends in a head.
-
-`p(y | x) ~= 1/S sum_s p(y | NN(x; W_s))` with `W_s` independent posterior
-samples, computed in one graph: the batch is stacked `S` times and run once
-under `tfp_deepgen.layers.monte_carlo_mode`.
+"""`MonteCarloPredictive`, and the function `predict` that keeps one per model.
 
 `MonteCarloPredictive(model, ...)` is the predictive as an object: call it
 inside your own `tf.function`, or use its `predict` method, which compiles
@@ -13,13 +9,12 @@ away with the model).
 Example:
 
 >>> import keras, numpy as np, tfp_deepgen as tdg
->>> head = tdg.heads.IndependentNormal()
+>>> head = tdg.heads.Categorical(3)
 >>> model = keras.Sequential(
-...     [keras.Input((3,)), tdg.layers.DenseFlipout(head.input_size, seed=0), head]
+...     [keras.Input((4,)), tdg.layers.DenseFlipout(head.input_size, seed=0), head]
 ... )
->>> out = tdg.predictive.predict(model, np.ones((5, 3), "float32"), num_samples=8)
->>> out["mean"].shape, out["quantiles"].shape, out["samples"].shape
-((5, 1), (5, 3, 1), (5, 8, 1))
+>>> tdg.predictive.predict(model, np.ones((2, 4), "float32"), num_samples=4)["probabilities"].shape
+(2, 3)
 """
 
 import random as python_random
@@ -33,30 +28,18 @@ from tfp_deepgen import _validation
 from tfp_deepgen.heads import final_head
 from tfp_deepgen.layers.base import StackedBatch, inference_state, int32_seed
 from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
+from tfp_deepgen.predictive.inputs import checked_inputs
+from tfp_deepgen.predictive.summaries import (
+    checked_outputs,
+    classifier_summaries,
+    continuous_summaries,
+    is_classifier,
+    output_names,
+)
 
-__all__ = ["MonteCarloPredictive", "predict"]
+__all__ = ["DEFAULT_QUANTILES", "MonteCarloPredictive", "predict"]
 
 DEFAULT_QUANTILES = (0.05, 0.5, 0.95)
-# Bracket width / 2^28: far below Monte-Carlo error, and below 1 for counts
-# (so `floor(hi)` is the integer quantile) whenever the first bracket is under 2^28.
-_BISECTION_STEPS = 28
-_BRACKET_DOUBLINGS = 12
-_CLASSIFIER_OUTPUTS = (
-    "probabilities",
-    "predictive_entropy",
-    "expected_entropy",
-    "mutual_information",
-    "samples",
-)
-_CONTINUOUS_OUTPUTS = (
-    "mean",
-    "stddev",
-    "variance",
-    "aleatoric_variance",
-    "epistemic_variance",
-    "quantiles",
-    "samples",
-)
 
 
 class MonteCarloPredictive:
@@ -118,7 +101,7 @@ class MonteCarloPredictive:
         settings = _settings(model, num_samples, quantiles, target_mean, target_stddev)
         self._model = model
         self.head, self.num_samples, self.quantiles, self.target_mean, self.target_stddev = settings
-        self.is_classifier = _is_classifier(self.head)
+        self.is_classifier = is_classifier(self.head)
         self.seed_generator = keras.random.SeedGenerator(_validation.seed("seed", seed))
         _validation.boolean("cache_scales", cache_scales)
         self.scale_cache = None
@@ -152,7 +135,7 @@ class MonteCarloPredictive:
             ValueError: When `x` does not fit the model's inputs; the message
                 names the shape passed and the shape expected.
         """
-        x = _checked_inputs(self.model, x, tf.convert_to_tensor)
+        x = checked_inputs(self.model, x, tf.convert_to_tensor)
         stacked = StackedBatch(x, self.num_samples)
         state = {"monte_carlo_samples": self.num_samples, "stacked_batch": stacked}
         if self.scale_cache is not None:
@@ -165,7 +148,7 @@ class MonteCarloPredictive:
     @property
     def output_names(self):
         """The keys `__call__` returns, in order."""
-        return _output_names(self.head)
+        return output_names(self.head)
 
     def __call__(self, x, outputs=None):
         """Summaries of the predictive at `x`.
@@ -182,9 +165,9 @@ class MonteCarloPredictive:
         if "samples" in outputs:
             seed = int32_seed(self.seed_generator.next())
         if self.is_classifier:
-            summaries = _classifier_summaries(self.head, params, outputs, seed)
+            summaries = classifier_summaries(self.head, params, outputs, seed)
         else:
-            summaries = _continuous_summaries(self.head, params, self.quantiles, outputs, seed)
+            summaries = continuous_summaries(self.head, params, self.quantiles, outputs, seed)
             summaries = self._in_target_units(summaries)
         return {name: summaries[name] for name in outputs}
 
@@ -213,7 +196,7 @@ class MonteCarloPredictive:
         batch_size = _validation.positive_int("batch_size", batch_size)
         jit_compile = _validation.boolean("jit_compile", jit_compile)
         outputs = self._checked_outputs(outputs)
-        x = _checked_inputs(self.model, x, np.asarray)  # builds an unbuilt model
+        x = checked_inputs(self.model, x, np.asarray)  # builds an unbuilt model
         num_examples = tf.nest.flatten(x)[0].shape[0]
         # The weights cannot change during the call: their scales are computed
         # once here instead of once per batch.
@@ -256,7 +239,7 @@ class MonteCarloPredictive:
         return snapshot
 
     def _checked_outputs(self, outputs):
-        return _checked_outputs(outputs, self.head)
+        return checked_outputs(outputs, self.head)
 
     def _in_target_units(self, summaries):
         if not self._rescales:
@@ -283,7 +266,7 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
         raise ValueError("`quantiles` must hold at least one level in (0, 1).")
     target_mean = _per_output("target_mean", target_mean, head, positive=False)
     target_stddev = _per_output("target_stddev", target_stddev, head, positive=True)
-    if _is_classifier(head) and _rescales(target_mean, target_stddev):
+    if is_classifier(head) and _rescales(target_mean, target_stddev):
         raise ValueError(
             "`target_mean` and `target_stddev` rescale continuous outputs; a "
             f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."
@@ -291,162 +274,9 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
     return head, num_samples, quantiles, target_mean, target_stddev
 
 
-def _is_array(value):
-    return isinstance(value, (np.ndarray, np.generic)) or keras.ops.is_tensor(value)
-
-
-def _expected_inputs(model):
-    """The structure of `keras.Input`s `model` takes, or None while unknown."""
-    if isinstance(model, keras.Sequential):
-        if not model.built:
-            return None
-        inputs = model.inputs
-        return inputs[0] if inputs and len(inputs) == 1 else None
-    try:  # a functional model, or a subclassed one called symbolically
-        return model.input
-    except (AttributeError, ValueError):
-        return None
-
-
-def _converted(x, convert, single):
-    """`x` with `convert` applied to each input: the whole of `x` when `single`."""
-    if single:
-        if isinstance(x, (list, tuple)) and len(x) == 1 and _is_array(x[0]):
-            x = x[0]  # model([x]) on a one-input model
-        return convert(x)
-    if isinstance(x, dict):
-        return {key: convert(value) for key, value in x.items()}
-    if isinstance(x, (list, tuple)):
-        return type(x)(convert(value) for value in x)
-    return convert(x)
-
-
-def _checked_inputs(model, x, convert):
-    """`x` as the structure of inputs `model` takes, each input converted.
-
-    Builds an unbuilt `model` from the shapes of `x` (symbolically: no weight
-    is drawn, no seed moves), as `model(x)` would, and checks every input
-    against the model's: rank, every known dimension after the batch, and
-    one batch size across inputs. Only static shapes are compared, so inside
-    a traced function this costs nothing per call.
-
-    Args:
-        model: A Keras model.
-        x: An array or tensor (or nested lists of numbers), or a dict, list
-            or tuple of them (one level) for a model with several inputs.
-        convert: Maps one input to an array or tensor (`np.asarray`,
-            `tf.convert_to_tensor`).
-
-    Returns:
-        `x` with every input converted; one array for a one-input model.
-
-    Raises:
-        ValueError: Naming the input, the shape received and the shape
-            expected.
-    """
-    expected = _expected_inputs(model)
-    if expected is None:  # unbuilt or subclassed: guess from `x` as Keras does
-        single = not (
-            isinstance(x, dict)
-            or (isinstance(x, (list, tuple)) and x and all(_is_array(v) for v in x))
-        )
-    else:
-        single = not tf.nest.is_nested(expected)
-    x = _converted(x, convert, single)
-    named = [(_path_name(path), leaf) for path, leaf in _flatten_with_paths(x)]
-    shapes = {name: _static_shape(leaf) for name, leaf in named}
-    for name, shape in shapes.items():
-        if shape == ():
-            raise ValueError(
-                f"`{name}` must be a batch, with the examples along its first axis; "
-                "received a scalar."
-            )
-    sizes = {name: shape[0] for name, shape in shapes.items() if shape and shape[0] is not None}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(
-            "Every input in `x` must hold the same number of examples (its first axis); "
-            f"received batch sizes {sizes}."
-        )
-    if expected is None:
-        if not model.built:
-            model(tf.nest.map_structure(_symbolic_batch, x))
-        return x
-    try:
-        tf.nest.assert_same_structure(expected, x, check_types=False)
-    except (ValueError, TypeError):
-        return x  # e.g. a list for a dict of inputs: left to Keras to reconcile
-    for (name, _), spec in zip(named, tf.nest.flatten(expected), strict=True):
-        _check_shape(name, shapes[name], tuple(spec.shape))
-    return x
-
-
-def _static_shape(leaf):
-    """`leaf`'s static shape as a tuple, or None for an unknown rank."""
-    shape = leaf.shape
-    if isinstance(shape, tf.TensorShape):
-        return None if shape.rank is None else tuple(shape.as_list())
-    return tuple(shape)
-
-
-def _check_shape(name, shape, expected):
-    if shape is None:
-        return
-    fits = len(shape) == len(expected) and all(
-        a is None or b is None or a == b for a, b in zip(shape[1:], expected[1:], strict=True)
-    )
-    if not fits:
-        raise ValueError(
-            f"`{name}` must have shape {_shape_text(('batch', *expected[1:]))}; "
-            f"received shape {_shape_text(shape)}."
-        )
-
-
-def _shape_text(shape):
-    """`(4, 10)`, `(4,)`, `(batch, 63)`: a shape as Python writes a tuple."""
-    dims = ["batch" if i == 0 and d is None else str(d) for i, d in enumerate(shape)]
-    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
-
-
-def _flatten_with_paths(x):
-    """`[(key or index, input)]` in `tf.nest.flatten`'s order (dict keys sorted)."""
-    if isinstance(x, dict):
-        return [((key,), x[key]) for key in sorted(x)]
-    if isinstance(x, (list, tuple)):
-        return [((i,), value) for i, value in enumerate(x)]
-    return [((), x)]
-
-
-def _path_name(path):
-    return "x" + "".join(f"[{key!r}]" for key in path)
-
-
-def _symbolic_batch(leaf):
-    dtype = keras.backend.standardize_dtype(leaf.dtype)
-    return keras.KerasTensor((None, *leaf.shape[1:]), dtype=dtype)
-
-
 def _rescales(target_mean, target_stddev):
     """Whether summaries move from standardised units to the targets' own."""
     return set(target_mean) != {0.0} or set(target_stddev) != {1.0}
-
-
-def _is_classifier(head):
-    return head.kind == "classifier"
-
-
-def _output_names(head):
-    if _is_classifier(head):
-        return _CLASSIFIER_OUTPUTS
-    return _CONTINUOUS_OUTPUTS
-
-
-def _checked_outputs(outputs, head):
-    """`outputs` as a tuple of known names (default: all of them)."""
-    names = _output_names(head)
-    outputs = tuple(outputs or names)
-    for name in outputs:
-        _validation.one_of("outputs", name, names)
-    return outputs
 
 
 def _initial_seed_state(seed):
@@ -504,7 +334,7 @@ def predict(
     head, num_samples, quantiles, target_mean, target_stddev = _settings(
         model, num_samples, quantiles, target_mean, target_stddev
     )
-    outputs = _checked_outputs(outputs, head)
+    outputs = checked_outputs(outputs, head)
     seed_state = _initial_seed_state(seed)
     # One predictive per model and settings, with its compiled functions,
     # reused across calls and reseeded for each.
@@ -549,106 +379,3 @@ def _per_output(name, value, head, positive):
             f"per output of the head); received {value!r}."
         )
     return tuple(check(name, v) for v in values)
-
-
-def _batch_first(t):
-    return tf.experimental.numpy.moveaxis(t, 0, 1)
-
-
-def _classifier_summaries(head, params, outputs, seed):
-    # Averages over samples in float64: in float32 the rounding of the means
-    # alone gives a deterministic model a mutual information of ~1e-5.
-    per_sample = tf.cast(head.probabilities(params), "float64")  # (S, B, K) or (S, B, d)
-    probabilities = tf.reduce_mean(per_sample, 0)
-    predictive_entropy = head.label_entropy(probabilities)
-    expected_entropy = tf.reduce_mean(head.label_entropy(per_sample), 0)
-    summaries = {
-        "probabilities": probabilities,
-        "predictive_entropy": predictive_entropy,
-        "expected_entropy": expected_entropy,
-        # Jensen's gap; float rounding can make it a hair negative.
-        "mutual_information": tf.maximum(predictive_entropy - expected_entropy, 0.0),
-    }
-    summaries = {name: tf.cast(value, "float32") for name, value in summaries.items()}
-    if "samples" in outputs:
-        summaries["samples"] = _batch_first(head.distribution(params).sample(seed=seed))
-    return summaries
-
-
-def _continuous_summaries(head, params, quantiles, outputs, seed):
-    distribution = head.distribution(params)
-    means = distribution.mean()  # (S, B, d)
-    variances = distribution.variance()
-    # Moments over samples in float64 (see `_classifier_summaries`).
-    means64, variances64 = tf.cast(means, "float64"), tf.cast(variances, "float64")
-    mean = tf.reduce_mean(means64, 0)
-    aleatoric = tf.reduce_mean(variances64, 0)
-    epistemic = tf.reduce_mean(tf.square(means64 - mean), 0)
-    variance = aleatoric + epistemic
-    summaries = {
-        "mean": mean,
-        "stddev": tf.sqrt(variance),
-        "variance": variance,
-        "aleatoric_variance": aleatoric,
-        "epistemic_variance": epistemic,
-    }
-    summaries = {name: tf.cast(value, "float32") for name, value in summaries.items()}
-    if "quantiles" in outputs:
-        levels = tf.constant(quantiles, "float32")
-        counts = head.kind == "count"
-        q = _mixture_quantiles(head.marginal(params), levels, means, variances, counts)
-        if counts:
-            q = tf.floor(q)
-        summaries["quantiles"] = _batch_first(q)
-    if "samples" in outputs:
-        summaries["samples"] = _batch_first(distribution.sample(seed=seed))
-    return summaries
-
-
-def _mixture_quantiles(marginal, levels, means, variances, counts=False):
-    """Quantiles of the equal-weight mixture over samples of each output.
-
-    Bisection on the mixture CDF `F(y) = 1/S sum_s F_s(y)`, vectorised over
-    levels, examples and outputs; returns shape `(Q, B, d)`. The invariant is
-    `F(lo) < q <= F(hi)`, so for count heads `floor(hi)` is the quantile.
-    """
-    shape = tf.concat([tf.shape(levels), tf.shape(means)[1:]], 0)
-    q = tf.reshape(levels, [-1, 1, 1])
-
-    def cdf(y):  # y: (Q, B, d) -> (Q, B, d)
-        if counts:  # TFP's count CDFs interpolate between integers
-            y = tf.floor(y)
-        return tf.reduce_mean(marginal.cdf(y[:, None]), 1)
-
-    # Heavy tails (StudentT with df <= 2) have no finite moments; the
-    # doublings below then find the bracket from a unit start.
-    means = tf.where(tf.math.is_finite(means), means, 0.0)
-    stddevs = tf.sqrt(variances)
-    stddevs = tf.where(tf.math.is_finite(stddevs), stddevs, 1.0)
-    spread = tf.reduce_max(stddevs, 0) + 1e-6
-    lo = tf.broadcast_to(tf.reduce_min(means, 0) - 4.0 * spread, shape)
-    hi = tf.broadcast_to(tf.reduce_max(means, 0) + 4.0 * spread, shape)
-
-    def widen(i, lo, hi, cdf_lo, cdf_hi):  # heavy tails: widen until bracketed
-        step = 4.0 * spread * tf.pow(2.0, tf.cast(i, "float32"))
-        lo = tf.where(cdf_lo >= q, lo - step, lo)
-        hi = tf.where(cdf_hi < q, hi + step, hi)
-        return i + 1, lo, hi, cdf(lo), cdf(hi)
-
-    def unbracketed(i, lo, hi, cdf_lo, cdf_hi):
-        missing = tf.reduce_any(cdf_lo >= q) | tf.reduce_any(cdf_hi < q)
-        return (i < _BRACKET_DOUBLINGS) & missing
-
-    # A loop, not unrolled: XLA compiles each unrolled CDF evaluation anew.
-    doublings, lo, hi, _, _ = tf.while_loop(unbracketed, widen, (0, lo, hi, cdf(lo), cdf(hi)))
-
-    def bisect(_, lo, hi):
-        mid = 0.5 * (lo + hi)
-        below = cdf(mid) < q
-        return _ + 1, tf.where(below, mid, lo), tf.where(below, hi, mid)
-
-    # Each doubling at most doubled the bracket, so one more step per doubling
-    # ends every search within 2^-28 of the first bracket's width.
-    steps = _BISECTION_STEPS + doublings
-    _, lo, hi = tf.while_loop(lambda i, *_: i < steps, bisect, (0, lo, hi))
-    return hi
