@@ -8,8 +8,6 @@ checks it against the layering below. A new module must be given a layer here.
 import ast
 import pathlib
 
-import pytest
-
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tfp_deepgen"
 
 # Lower numbers are lower layers; a module may import its own layer or below.
@@ -110,26 +108,78 @@ def test_imports_never_point_to_a_higher_layer():
     assert not upward, "\n".join(upward)
 
 
-def test_the_import_graph_has_no_cycle():
-    graph = {module: set() for module in MODULES}
-    for module, target, _, _ in EDGES:
-        # A package's own __init__ re-exporting its submodules is not a cycle.
-        if target != module and not module.startswith(target + "."):
-            graph[module].add(target)
+def import_cycle(edges):
+    """The first import cycle in `edges` as a list of modules, or None."""
+    graph = {}
+    for module, target, *_ in edges:
+        graph.setdefault(target, set())
+        if target != module:  # a module naming itself (`from . import x` in a package)
+            graph.setdefault(module, set()).add(target)
     state = {}
 
     def visit(module, path):
         state[module] = "open"
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                pytest.fail("import cycle: " + " -> ".join(path + [module, target]))
+                return path + [module, target]
             if target not in state:
-                visit(target, path + [module])
+                cycle = visit(target, path + [module])
+                if cycle:
+                    return cycle
         state[module] = "done"
+        return None
 
     for module in sorted(graph):
         if module not in state:
-            visit(module, [])
+            cycle = visit(module, [])
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_import_graph_has_no_cycle():
+    cycle = import_cycle(EDGES)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def ancestor_package_imports(edges):
+    """`module imports package` lines for each import of an enclosing package."""
+    return [
+        f"{module} imports {target}"
+        for module, target, *_ in edges
+        if module.startswith(target + ".")
+    ]
+
+
+def test_no_module_imports_an_enclosing_package():
+    """A submodule never imports from a package above it, only from its siblings.
+
+    `layers/ibp.py` writing `from tfp_deepgen.layers import X` reads the
+    package's `__init__`, which itself imports `layers/ibp.py`: a cycle that
+    works or fails depending on which module Python happens to import first.
+    The package's own `__init__` importing its submodules is the one allowed
+    direction. (`from tfp_deepgen.layers import dense` names the submodule
+    `layers.dense`, not the package, and stays allowed.)
+    """
+    found = ancestor_package_imports(EDGES)
+    assert not found, "import from the sibling module instead:\n" + "\n".join(found)
+
+
+def test_the_structure_checks_catch_a_submodule_importing_its_package():
+    # The checks above pass on the package; here they see the cycle they refuse.
+    edges = [
+        ("tfp_deepgen.layers", "tfp_deepgen.layers.ibp", None, False),
+        ("tfp_deepgen.layers.ibp", "tfp_deepgen.layers", "VariationalDense", False),
+        ("tfp_deepgen.layers.ibp", "tfp_deepgen.priors", "Normal", False),
+    ]
+    assert ancestor_package_imports(edges) == ["tfp_deepgen.layers.ibp imports tfp_deepgen.layers"]
+    assert import_cycle(edges) == [
+        "tfp_deepgen.layers",
+        "tfp_deepgen.layers.ibp",
+        "tfp_deepgen.layers",
+    ]
+    assert ancestor_package_imports(edges[:1]) == []
+    assert import_cycle(edges[:1]) is None
 
 
 def attribute_reads(module):
