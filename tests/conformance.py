@@ -81,8 +81,20 @@ class LayerCase:
         return keras.Sequential(layers)
 
 
-def _max_abs_diff(a, b):
+def max_abs_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))))
+
+
+class KilledAfterEpoch(keras.callbacks.Callback):
+    """Raises `RuntimeError("killed")` at the end of epoch `epoch` (0-based)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("killed")
 
 
 def _serve_in_fresh_process(export_dir, x, tmp_path):
@@ -160,7 +172,7 @@ def battery(cases):
             history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
             assert np.all(np.isfinite(history.history["loss"]))
             for old, new in zip(before, model.trainable_weights, strict=True):
-                assert _max_abs_diff(old, new) > 0, f"{new.path} did not train"
+                assert max_abs_diff(old, new) > 0, f"{new.path} did not train"
 
         def test_export_runs_without_tfp_deepgen(self, case, tmp_path):
             model = case.model()
@@ -173,9 +185,9 @@ def battery(cases):
             assert served["first"].shape == expected.shape
             assert np.all(np.isfinite(served["first"]))
             # The served model keeps sampling: two requests, two draws ...
-            assert _max_abs_diff(served["first"], served["second"]) > 0
+            assert max_abs_diff(served["first"], served["second"]) > 0
             # ... around the posterior-mean prediction.
-            assert _max_abs_diff(served["first"], expected) < case.served_tolerance
+            assert max_abs_diff(served["first"], expected) < case.served_tolerance
 
         def test_seed_determinism(self, case):
             x = case.inputs()
@@ -186,10 +198,10 @@ def battery(cases):
             c.set_weights(a.get_weights())
             a1, b1, c1 = a(x), b(x), c(x)
             np.testing.assert_array_equal(a1, b1)
-            assert _max_abs_diff(a1, c1) > 0, "different seeds gave the same noise"
+            assert max_abs_diff(a1, c1) > 0, "different seeds gave the same noise"
             a2 = a(x)
             np.testing.assert_array_equal(a2, b(x))
-            assert _max_abs_diff(a1, a2) > 0, "successive calls reused the noise"
+            assert max_abs_diff(a1, a2) > 0, "successive calls reused the noise"
 
         def test_gradients_reach_every_trainable_variable(self, case):
             layer = case.make(kl_weight=1e-3)
@@ -235,7 +247,7 @@ def battery(cases):
             # Shape from compute_output_shape: a call would advance the seed.
             y_shape = single.compute_output_shape(x.shape)
             y = np.random.RandomState(2).randn(*y_shape).astype("float32")
-            strategy = _two_cpu_strategy()
+            strategy = two_cpu_strategy()
             with strategy.scope():
                 mirrored = case.model(sampling="mean", kl_weight=0.05)
             mirrored.set_weights(single.get_weights())
@@ -253,7 +265,7 @@ def battery(cases):
                 np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
         def test_mirrored_replicas_draw_different_noise(self, case):
-            strategy = _two_cpu_strategy()
+            strategy = two_cpu_strategy()
             with strategy.scope():
                 layer = case.make()
                 layer.build((None,) + case.input_shape)
@@ -264,13 +276,13 @@ def battery(cases):
                 return layer(inputs)
 
             first, second = strategy.experimental_local_results(strategy.run(forward, (x,)))
-            assert _max_abs_diff(first, second) > 0, "replicas drew identical noise"
+            assert max_abs_diff(first, second) > 0, "replicas drew identical noise"
 
     return TestConformance
 
 
 @functools.cache
-def _two_cpu_strategy():
+def two_cpu_strategy():
     # One strategy per process: TF's collective ops key their instances per
     # strategy, and a second MirroredStrategy can collide with the first.
     devices = tf.config.list_logical_devices("CPU")
@@ -375,7 +387,7 @@ def head_battery(cases):
             history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
             assert np.all(np.isfinite(history.history["loss"]))
             for old, new in zip(before, model.trainable_weights, strict=True):
-                assert _max_abs_diff(old, new) > 0, f"{new.path} did not train"
+                assert max_abs_diff(old, new) > 0, f"{new.path} did not train"
 
         def test_export_runs_without_tfp_deepgen(self, case, tmp_path):
             model = case.model()
@@ -402,7 +414,7 @@ def head_battery(cases):
         def test_mirrored_strategy_matches_single_device(self, case):
             x, y = case.data(batch=8)
             single = case.model()
-            with _two_cpu_strategy().scope():
+            with two_cpu_strategy().scope():
                 mirrored = case.model()
             weights = [
                 np.random.RandomState(3).uniform(-0.3, 0.3, w.shape).astype("float32")

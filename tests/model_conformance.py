@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conformance import _max_abs_diff, _two_cpu_strategy, serve_signatures
+from conformance import KilledAfterEpoch, max_abs_diff, serve_signatures, two_cpu_strategy
 
 import tfp_deepgen as tdg
 
@@ -52,7 +52,9 @@ def _adam(model, jit_compile):
     model.compile(keras.optimizers.Adam(1e-2), jit_compile=jit_compile)
 
 
-def _sgd(learning_rate):
+def compile_with_sgd(learning_rate):
+    """A `compile(model, jit_compile)` function with plain SGD at `learning_rate`."""
+
     def compile_model(model, jit_compile):
         model.compile(keras.optimizers.SGD(learning_rate), jit_compile=jit_compile)
 
@@ -70,7 +72,8 @@ class ModelCase:
             `evaluate` (`(x,)` or `(x, labels)`), `NUM_EXAMPLES` examples.
         draw: `draw(model)` returns one random draw of the model's latent
             sampler (for the replicas check).
-        id: Test id; defaults to the model's class name.
+        id: Test id (the model's class name, by convention); defaults to the
+            name of `make`.
         compile: `compile(model, jit_compile)` with an Adam optimizer.
         compile_sgd: `compile(model, jit_compile)` with plain SGD, for the
             exact mirrored-strategy comparison.
@@ -84,7 +87,7 @@ class ModelCase:
     draw: object
     id: str = ""
     compile: object = _adam
-    compile_sgd: object = _sgd(0.1)
+    compile_sgd: object = compile_with_sgd(0.1)
     mirrored_rtol: float = 1e-5
     xfail: dict = dataclasses.field(default_factory=dict)
 
@@ -93,7 +96,8 @@ class ModelCase:
         assert not unknown, f"xfail names unknown checks {unknown}; checks: {CHECKS}"
 
     def __str__(self):
-        return self.id or self.new().__class__.__name__
+        # Called at collection for the test ids: no model is built here.
+        return self.id or self.make.__name__
 
     def new(self):
         keras.utils.set_random_seed(0)
@@ -162,16 +166,6 @@ def _requests(model, data):
     return requests
 
 
-class _KilledAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("killed")
-
-
 def model_battery(cases):
     """Returns a pytest test class running every check on every case."""
 
@@ -206,11 +200,11 @@ def model_battery(cases):
             case.expect("mirrored_strategy", request)
             data = case.data()
             single = case.new()
-            with _two_cpu_strategy().scope():
+            with two_cpu_strategy().scope():
                 mirrored = case.new()
             logs = {}
             case.build(single)
-            with _two_cpu_strategy().scope():
+            with two_cpu_strategy().scope():
                 case.build(mirrored)
             mirrored.set_weights(single.get_weights())
             for model in (single, mirrored):
@@ -232,7 +226,7 @@ def model_battery(cases):
 
         def test_mirrored_replicas_draw_different_latents(self, case, request):
             case.expect("mirrored_replicas", request)
-            strategy = _two_cpu_strategy()
+            strategy = two_cpu_strategy()
             with strategy.scope():
                 model = case.new()
 
@@ -241,7 +235,7 @@ def model_battery(cases):
                 return strategy.run(lambda: case.draw(model))
 
             first, second = strategy.experimental_local_results(draw())
-            assert _max_abs_diff(first, second) > 0, "replicas drew identical latents"
+            assert max_abs_diff(first, second) > 0, "replicas drew identical latents"
 
         def test_backup_and_restore_resumes_exactly(self, case, request, tmp_path):
             case.expect("backup_and_restore", request)
@@ -258,7 +252,7 @@ def model_battery(cases):
             interrupted = fresh()
             backup = keras.callbacks.BackupAndRestore(str(tmp_path))
             with pytest.raises(RuntimeError, match="killed"):
-                interrupted.fit(*data, callbacks=[backup, _KilledAfterEpoch(0)], **settings)
+                interrupted.fit(*data, callbacks=[backup, KilledAfterEpoch(0)], **settings)
             resumed = fresh()  # a new process would start from scratch like this
             backup = keras.callbacks.BackupAndRestore(str(tmp_path))
             history = resumed.fit(*data, callbacks=[backup], **settings)
@@ -275,7 +269,7 @@ def model_battery(cases):
             for values in history.values():
                 assert np.all(np.isfinite(values)), history
             for old, new in zip(before, model.trainable_weights, strict=True):
-                assert _max_abs_diff(old, new) > 0, f"{new.path} did not train"
+                assert max_abs_diff(old, new) > 0, f"{new.path} did not train"
 
         def test_keras_file_round_trip(self, trained, request, tmp_path):
             case, model, _, _ = trained
@@ -287,9 +281,14 @@ def model_battery(cases):
             assert type(loaded) is type(model)
             # The seed state is saved too: the loaded model continues the same draws.
             _assert_same_state(_state(model), _state(loaded))
-            for each in (model, loaded):
-                each.jit_compile = False  # XLA is checked above; spare two compilations
-            expected = model.evaluate(*data, batch_size=BATCH, verbose=0, return_dict=True)
+            # XLA is checked above; spare two compilations. `model` is shared by
+            # the case's other checks, so it gets its XLA setting back after.
+            shared_setting = model.jit_compile, model.test_function
+            model.jit_compile = loaded.jit_compile = False
+            try:
+                expected = model.evaluate(*data, batch_size=BATCH, verbose=0, return_dict=True)
+            finally:
+                model.jit_compile, model.test_function = shared_setting
             logs = loaded.evaluate(*data, batch_size=BATCH, verbose=0, return_dict=True)
             assert logs.keys() == expected.keys()
             for key, value in expected.items():
@@ -314,7 +313,7 @@ def model_battery(cases):
                     value = served[f"{name}/{output}"]
                     assert np.all(np.isfinite(value)), f"{name}/{output}"
                     assert value.shape == tuple(first[output].shape), f"{name}/{output}"
-                    if _max_abs_diff(first[output], second[output]) == 0:  # deterministic
+                    if max_abs_diff(first[output], second[output]) == 0:  # deterministic
                         np.testing.assert_allclose(
                             value, first[output], rtol=1e-5, atol=1e-6, err_msg=f"{name}/{output}"
                         )

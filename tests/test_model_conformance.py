@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import tensorflow as tf
-from model_conformance import NUM_EXAMPLES, ModelCase, _sgd, model_battery
+from model_conformance import NUM_EXAMPLES, ModelCase, compile_with_sgd, model_battery
 
 import tfp_deepgen as tdg
 
@@ -120,15 +120,16 @@ def _prior_draw(sampler):
 
 
 CASES = [
-    ModelCase(_vae, _binary, _posterior_draw),
-    ModelCase(_conditional_vae, _labelled, _posterior_draw),
-    ModelCase(_semi_supervised_vae, _partly_labelled, _posterior_draw),
+    ModelCase(_vae, _binary, _posterior_draw, id="VAE"),
+    ModelCase(_conditional_vae, _labelled, _posterior_draw, id="ConditionalVAE"),
+    ModelCase(_semi_supervised_vae, _partly_labelled, _posterior_draw, id="SemiSupervisedVAE"),
     ModelCase(
         _deep_exponential_family,
         _counts,
         lambda model: _prior_draw(model.sampler),
-        compile_sgd=_sgd(1e-3),
+        compile_sgd=compile_with_sgd(1e-3),
         mirrored_rtol=1e-4,
+        id="DeepExponentialFamily",
     ),
     ModelCase(
         _gan,
@@ -136,6 +137,7 @@ CASES = [
         lambda model: _prior_draw(model.latent_sampler),
         compile=_compile_gan,
         compile_sgd=_compile_gan_sgd,
+        id="GAN",
     ),
 ]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 import tensorflow as tf
-from conformance import serve_signatures
+from conformance import KilledAfterEpoch, serve_signatures
 
 import tfp_deepgen as tdg
 from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
@@ -380,16 +380,6 @@ def _lazy_binary_vae(seed=1):
     return vae
 
 
-class _KilledAfterEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise RuntimeError("killed")
-
-
 def test_backup_and_restore_resumes_a_lazily_built_vae_exactly(tmp_path):
     x = _binary_data(n=64)
     settings = {"batch_size": 16, "epochs": 4, "shuffle": False, "verbose": 0}
@@ -399,7 +389,7 @@ def test_backup_and_restore_resumes_a_lazily_built_vae_exactly(tmp_path):
     interrupted = _lazy_binary_vae()
     backup = keras.callbacks.BackupAndRestore(str(tmp_path))
     with pytest.raises(RuntimeError, match="killed"):
-        interrupted.fit(x, callbacks=[backup, _KilledAfterEpoch(1)], **settings)
+        interrupted.fit(x, callbacks=[backup, KilledAfterEpoch(1)], **settings)
     resumed = _lazy_binary_vae()  # a new process would start from scratch like this
     backup = keras.callbacks.BackupAndRestore(str(tmp_path))
     history = resumed.fit(x, callbacks=[backup], **settings)
