@@ -46,6 +46,30 @@ def test_help_documents_every_option(script, monkeypatch, capsys):
     assert "--quick" in text
 
 
+def test_quick_runs_export_apart_from_the_served_models(monkeypatch, tmp_path):
+    """A --quick run's barely trained model never replaces `savedmodels/<name>`."""
+    cli = runpy.run_path(str(EXAMPLES / "_cli.py"))
+    savedmodels = EXAMPLES.parent / "savedmodels"
+    assert cli["export_base"]("quickstart", quick=False) == savedmodels / "quickstart"
+    quick = cli["export_base"]("quickstart", quick=True)
+    assert quick.is_relative_to(cli["QUICK_OUTPUT"]) and not quick.is_relative_to(savedmodels)
+    # `export` writes where `export_base` says: checked with both folders moved
+    # under tmp_path (so nothing in the repository is replaced) and no real export.
+    helpers = cli["export"].__globals__
+    monkeypatch.setitem(helpers, "SAVEDMODELS", tmp_path / "savedmodels")
+    monkeypatch.setitem(helpers, "QUICK_OUTPUT", tmp_path / "quick")
+    exported = []
+    monkeypatch.setattr(
+        helpers["tdg"].export, "export_saved_model", lambda model, base, **_: exported.append(base)
+    )
+    cli["export"](None, "quickstart", quick=True)
+    cli["export"](None, "quickstart", quick=False)
+    assert exported == [
+        tmp_path / "quick" / "savedmodels" / "quickstart",
+        tmp_path / "savedmodels" / "quickstart",
+    ]
+
+
 @pytest.mark.parametrize("interactive", [False, True], ids=["lines", "bar"])
 def test_epoch_progress(interactive, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(EXAMPLES))
