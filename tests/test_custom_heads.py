@@ -193,17 +193,54 @@ def test_custom_heads_are_a_vaes_encoder_and_decoder():
     log_likelihood = vae.log_likelihood(x, num_samples=16)
     assert elbo.shape == log_likelihood.shape == (64,)
     assert np.all(np.isfinite(elbo)) and np.mean(log_likelihood) >= np.mean(elbo) - 0.5
-    # The analytic KL of the custom encoder is the TFP KL to N(0, I).
+    # The analytic KL of the custom encoder is the closed-form KL of two
+    # diagonal Normals, q = N(mu, sigma^2) and the prior N(m, s^2), summed over z.
     params = encoder(x[:4])
-    kl = tfd.kl_divergence(
-        encoder_head.distribution(params), tfd.Independent(tfd.Normal(tf.zeros((2,)), 1.0), 1)
-    )
+    mu, sigma = params[:, :2].numpy(), np.exp(params[:, 2:].numpy())
+    m, s = vae.prior.loc, vae.prior.scale
+    closed_form = np.sum(np.log(s / sigma) + (sigma**2 + (mu - m) ** 2) / (2 * s**2) - 0.5, axis=-1)
     np.testing.assert_allclose(
-        tdg.models.latent.analytic_kl(encoder_head, params, vae.prior), kl, rtol=1e-6
+        tdg.models.latent.analytic_kl(encoder_head, params, vae.prior),
+        closed_form,
+        rtol=1e-5,
+        atol=1e-6,
     )
     # generate and reconstruct use the decoder head's mean (the Laplace's loc).
     assert vae.generate(3).shape == (3, 4)
     assert vae.reconstruct(x[:5]).shape == (5, 4)
     with tdg.layers.sampling_mode(vae, "mean"):
         z = vae.latent_sampler.posterior_sample(encoder_head, params, 2)
+        reconstruction = vae.reconstruct(x[:5])
     np.testing.assert_allclose(z[1], encoder_head.mean(params), rtol=1e-6)
+    # At z = E[z | x], the reconstruction is the Laplace's loc of decoder(z).
+    latent_mean = encoder_head.mean(encoder(x[:5]))
+    decoder_params = decoder(latent_mean)
+    np.testing.assert_allclose(
+        reconstruction, decoder_head.mean(decoder_params), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(reconstruction, decoder_params[:, :4], rtol=1e-5, atol=1e-6)
+
+
+@keras.saving.register_keras_serializable(package="test_custom_heads")
+class ShiftedLaplace(LaplaceHead):
+    """A Laplace head whose `mean` and `variance` are its own, not the distribution's."""
+
+    def mean(self, params):
+        return super().mean(params) + 100.0
+
+    def variance(self, params):
+        return 4.0 * super().variance(params)
+
+
+def test_the_predictive_uses_a_heads_own_mean_and_variance():
+    x = f32(np.random.default_rng(4).normal(size=(8, 3)))
+    head = ShiftedLaplace()
+    model = _model(head)
+    params = model(x)
+    loc, scale = _loc_scale(head, params)
+    out = tdg.predictive.predict(model, x, num_samples=4, seed=0)
+    # A deterministic model: the predictive moments are the head's own.
+    np.testing.assert_allclose(out["mean"], loc.numpy() + 100.0, rtol=1e-5)
+    laplace_variance = 2.0 * scale.numpy() ** 2
+    np.testing.assert_allclose(out["variance"], 4.0 * laplace_variance, rtol=1e-5)
+    np.testing.assert_allclose(out["stddev"], 2.0 * np.sqrt(laplace_variance), rtol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_probability as tfp
 from layer_classes import ALL, CONV, DENSE
 
-from tfp_deepgen import _validation, priors
+from tfp_deepgen import _validation, losses, metrics, priors
 
 tfd = tfp.distributions
 
@@ -254,7 +254,9 @@ def test_boolean_refuses_anything_else(value):
         _validation.boolean("flag", value)
 
 
-@pytest.mark.parametrize("value", [0, 3, 2**40, np.int64(3), np.uint8(7), np.int32(0)])
+@pytest.mark.parametrize(
+    "value", [0, 3, 2**40, -1, -3, np.int64(3), np.int64(-5), np.uint8(7), np.int32(0)]
+)
 def test_seed_accepts_python_and_numpy_integers_as_python_int(value):
     checked = _validation.seed("seed", value)
     assert checked == int(value) and type(checked) is int
@@ -262,14 +264,21 @@ def test_seed_accepts_python_and_numpy_integers_as_python_int(value):
 
 def test_seed_none_means_random_unless_refused():
     assert _validation.seed("seed", None) is None
-    with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0\. Received: seed=None"):
+    with pytest.raises(ValueError, match=r"`seed` must be an integer\. Received: seed=None"):
         _validation.seed("seed", None, allow_none=False)
 
 
-@pytest.mark.parametrize("value", [-1, np.int64(-5), 1.5, 2.0, "3", True, np.bool_(False), [1, 2]])
-def test_seed_refuses_negatives_floats_bools_and_strings(value):
-    with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0 or None\. Received"):
+@pytest.mark.parametrize("value", [1.5, 2.0, "3", True, np.bool_(False), [1, 2]])
+def test_seed_refuses_floats_bools_and_strings(value):
+    with pytest.raises(ValueError, match=r"`seed` must be an integer or None\. Received"):
         _validation.seed("seed", value)
+
+
+@pytest.mark.parametrize("value", [-1, np.int64(-5), 1.5, True, None])
+def test_non_negative_seed_refuses_negatives_as_numpy_does(value):
+    with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0\. Received"):
+        _validation.seed("seed", value, allow_none=False, non_negative=True)
+    assert _validation.seed("seed", np.int64(0), non_negative=True) == 0
 
 
 @pytest.mark.parametrize("cls", ALL, ids=_name)
@@ -277,4 +286,47 @@ def test_layers_take_a_numpy_integer_seed(cls):
     layer = _make(cls, seed=np.int64(5))
     assert layer.seed == 5 and type(layer.seed) is int
     assert layer.get_config()["seed"] == 5
-    _raises_naming("seed", cls, seed=-1)
+    # Negative seeds are Keras seeds too, and earlier releases saved them in configs.
+    assert _make(cls, seed=-1).seed == -1
+    _raises_naming("seed", cls, seed=True)
+    _raises_naming("seed", cls, seed=1.5)
+
+
+@pytest.mark.parametrize("cls", ALL, ids=_name)
+def test_layer_config_with_a_negative_seed_round_trips(cls):
+    config = _make(cls, seed=-3).get_config()
+    assert config["seed"] == -3
+    assert cls.from_config(config).seed == -3
+
+
+# --------------------------------------------------------------------------
+# The head check: a duck-typed head is told what it lacks
+# --------------------------------------------------------------------------
+
+
+class _LossOnlyHead:
+    """Enough of a head for `tdg.losses`, not for `tdg.metrics`."""
+
+    def checked_nll(self, y, params):
+        return params
+
+
+def test_head_check_names_the_missing_members():
+    assert _validation.head("head", _LossOnlyHead()).__class__ is _LossOnlyHead
+    with pytest.raises(ValueError, match=r"`head` must be .* it has no `kind`, `mean`\."):
+        _validation.head("head", _LossOnlyHead(), members=("checked_nll", "kind", "mean"))
+    with pytest.raises(ValueError, match=r"it has no `checked_nll`\. Received: head='normal'"):
+        _validation.head("head", "normal")
+
+
+def test_head_metric_refuses_a_loss_only_head_naming_what_it_lacks():
+    message = (
+        r"`head` must be a tfp_deepgen.heads head .* it has no `kind`, `integer_labels`, "
+        r"`align_labels`, `mean`, `probabilities`\."
+    )
+    with pytest.raises(ValueError, match=message):
+        metrics.HeadMetric(_LossOnlyHead(), "mae")
+    with pytest.raises(ValueError, match=message):
+        metrics.for_head(_LossOnlyHead(), "mae")
+    # A loss needs only `checked_nll`: the same object is enough for it.
+    losses.NegativeLogLikelihood(_LossOnlyHead(), name="nll")

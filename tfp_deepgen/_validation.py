@@ -9,6 +9,8 @@ Example:
 >>> from tfp_deepgen import _validation
 >>> _validation.seed("seed", np.int64(3))
 3
+>>> _validation.seed("seed", -3)
+-3
 >>> _validation.boolean("use_bias", 1)
 Traceback (most recent call last):
     ...
@@ -94,20 +96,27 @@ def boolean(name, value):
     return value
 
 
-def seed(name, value, allow_none=True):
-    """A seed as a Python int: a Python or NumPy integer >= 0, or None (random).
+def seed(name, value, allow_none=True, non_negative=False):
+    """A seed as a Python int: any Python or NumPy integer, or None (random).
 
-    The one seed rule of the package. Negative seeds are refused as NumPy
-    refuses them (`np.random.default_rng(-1)` raises); bools and floats are
-    refused so that `seed=True` or `seed=1.5` is not silently a seed. NumPy
-    integers are returned as Python ints, which `keras.random.SeedGenerator`
-    requires. Pass `allow_none=False` where a fixed seed is part of the
-    promise (a dataset split that must be the same on every call).
+    The one seed rule of the package. Keras seeds (`keras.random.SeedGenerator`)
+    take any integer, negative ones included, and `.keras` files saved by earlier
+    releases hold negative seeds, so they are accepted. Pass `non_negative=True`
+    where the seed goes to NumPy, which refuses negatives
+    (`np.random.default_rng(-1)` raises). Bools and floats are refused so that
+    `seed=True` or `seed=1.5` is not silently a seed. NumPy integers are
+    returned as Python ints, which `keras.random.SeedGenerator` requires. Pass
+    `allow_none=False` where a fixed seed is part of the promise (a dataset
+    split that must be the same on every call).
     """
     if value is None and allow_none:
         return None
-    allowed = "an integer >= 0" + (" or None" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+    allowed = ("an integer >= 0" if non_negative else "an integer") + (
+        " or None" if allow_none else ""
+    )
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        _fail(name, allowed, value)
+    if non_negative and value < 0:
         _fail(name, allowed, value)
     return int(value)
 
@@ -119,18 +128,32 @@ def one_of(name, value, options):
     return normalised
 
 
-def head(name, value):
+def head(name, value, members=("checked_nll",)):
     """A distribution-output head: `value`, or the head its serialized config describes.
 
     The one check of a `head` argument, shared by `tdg.losses` (which sits
-    below `tdg.heads`) and `tdg.metrics`. A head is recognised by its
-    per-example loss `checked_nll`, which every `tdg.heads.DistributionHead` has.
-    """
+    below `tdg.heads`) and `tdg.metrics`. A head is recognised by the
+    `members` its caller uses (by default the per-example loss `checked_nll`),
+    which every `tdg.heads.DistributionHead` has; the error names those missing.
+
+    Example:
+
+    >>> from tfp_deepgen import _validation
+    >>> _validation.head("head", "normal", members=("checked_nll", "kind"))
+    Traceback (most recent call last):
+        ...
+    ValueError: `head` must be a tfp_deepgen.heads head (e.g. tdg.heads.IndependentNormal()); it has no `checked_nll`, `kind`. Received: head='normal'
+    """  # noqa: E501
     if isinstance(value, dict):
         value = keras.saving.deserialize_keras_object(value)
-    if not callable(getattr(value, "checked_nll", None)):
+    missing = [member for member in members if not hasattr(value, member)]
+    if not missing and "checked_nll" in members and not callable(value.checked_nll):
+        missing = ["checked_nll"]
+    if missing:
         raise ValueError(
             f"`{name}` must be a tfp_deepgen.heads head (e.g. "
-            f"tdg.heads.IndependentNormal()). Received: {name}={value!r}"
+            f"tdg.heads.IndependentNormal()); it has no "
+            + ", ".join(f"`{member}`" for member in missing)
+            + f". Received: {name}={value!r}"
         )
     return value

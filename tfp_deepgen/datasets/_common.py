@@ -30,8 +30,8 @@ def mlxtend_file(name, loader):
 
 
 def fixed_seed(seed):
-    """A loader's seed: an integer >= 0, never None, so the same call gives the same data."""
-    return _validation.seed("seed", seed, allow_none=False)
+    """A loader's seed: an integer >= 0 (as NumPy needs), never None: same call, same data."""
+    return _validation.seed("seed", seed, allow_none=False, non_negative=True)
 
 
 def split_args(test_fraction, seed):

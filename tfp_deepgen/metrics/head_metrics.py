@@ -31,14 +31,12 @@ __all__ = ["HeadMetric", "for_head"]
 #: decides.
 _ACCURACY = ("accuracy", "acc")
 
-
-def _is_classifier(head):
-    # Classifiers' metrics see class probabilities; the others' the mean.
-    return head.kind == "classifier"
+#: What a head metric reads of its head; a duck-typed head must have them all.
+_HEAD_MEMBERS = ("kind", "integer_labels", "align_labels", "mean", "probabilities")
 
 
 def _accuracy(head, name):
-    if not _is_classifier(head):
+    if head.kind != "classifier":
         raise ValueError(
             f"`metric`={name!r} needs a classifier head (Categorical or "
             f"IndependentBernoulli), but the head is {type(head).__name__}: its "
@@ -135,7 +133,7 @@ class HeadMetric(keras.metrics.Metric):
     """
 
     def __init__(self, head, metric, name=None, dtype=None):
-        head = _validation.head("head", head)
+        head = _validation.head("head", head, members=_HEAD_MEMBERS)
         if name is not None and not isinstance(name, str):
             raise ValueError(f"`name` must be a string or None. Received: name={name!r}")
         wrapped = _resolve(head, metric)
@@ -147,7 +145,8 @@ class HeadMetric(keras.metrics.Metric):
         # Bound methods, not the head itself: `.keras` saving walks a metric's
         # attributes and would save (and expect back) the head's weights here.
         self._align_labels = head.align_labels
-        self._predict = head.probabilities if _is_classifier(head) else head.mean
+        # Classifiers' metrics see class probabilities; the others' the mean.
+        self._predict = head.probabilities if head.kind == "classifier" else head.mean
         self.wrapped = wrapped
         if hasattr(wrapped, "_direction"):
             # Read by EarlyStopping / ModelCheckpoint in mode="auto".
@@ -204,7 +203,7 @@ def for_head(head, *metrics):
     >>> [m.name for m in metrics]
     ['accuracy', 'sparse_categorical_crossentropy']
     """
-    head = _validation.head("head", head)
+    head = _validation.head("head", head, members=_HEAD_MEMBERS)
     if len(metrics) == 1 and isinstance(metrics[0], (list, tuple)):
         metrics = tuple(metrics[0])
     if not metrics:

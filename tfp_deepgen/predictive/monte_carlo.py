@@ -33,7 +33,6 @@ from tfp_deepgen.predictive.summaries import (
     checked_outputs,
     classifier_summaries,
     continuous_summaries,
-    is_classifier,
     output_names,
 )
 
@@ -101,7 +100,7 @@ class MonteCarloPredictive:
         settings = _settings(model, num_samples, quantiles, target_mean, target_stddev)
         self._model = model
         self.head, self.num_samples, self.quantiles, self.target_mean, self.target_stddev = settings
-        self.is_classifier = is_classifier(self.head)
+        self.is_classifier = self.head.kind == "classifier"
         self.seed_generator = keras.random.SeedGenerator(_validation.seed("seed", seed))
         _validation.boolean("cache_scales", cache_scales)
         self.scale_cache = None
@@ -266,7 +265,7 @@ def _settings(model, num_samples, quantiles, target_mean, target_stddev):
         raise ValueError("`quantiles` must hold at least one level in (0, 1).")
     target_mean = _per_output("target_mean", target_mean, head, positive=False)
     target_stddev = _per_output("target_stddev", target_stddev, head, positive=True)
-    if is_classifier(head) and _rescales(target_mean, target_stddev):
+    if head.kind == "classifier" and _rescales(target_mean, target_stddev):
         raise ValueError(
             "`target_mean` and `target_stddev` rescale continuous outputs; a "
             f"{type(head).__name__} head predicts labels. Leave them at 0 and 1."

@@ -19,7 +19,6 @@ __all__ = [
     "checked_outputs",
     "classifier_summaries",
     "continuous_summaries",
-    "is_classifier",
     "output_names",
 ]
 
@@ -41,11 +40,6 @@ CONTINUOUS_OUTPUTS = (
 )
 
 
-def is_classifier(head):
-    """Whether `head` predicts labels (`head.kind == "classifier"`)."""
-    return head.kind == "classifier"
-
-
 def output_names(head):
     """The names of the summaries of `head`'s predictive, in order.
 
@@ -56,7 +50,7 @@ def output_names(head):
     >>> output_names(tdg.heads.Categorical(3))[:2]
     ('probabilities', 'predictive_entropy')
     """
-    if is_classifier(head):
+    if head.kind == "classifier":
         return CLASSIFIER_OUTPUTS
     return CONTINUOUS_OUTPUTS
 
@@ -156,8 +150,9 @@ def continuous_summaries(head, params, quantiles, outputs, seed):
     (array([[1.]], dtype=float32), array([[2.]], dtype=float32))
     """
     distribution = head.distribution(params)
-    means = distribution.mean()  # (S, B, d)
-    variances = distribution.variance()
+    # The head's own moments, so a head that overrides `mean` / `variance` is honoured.
+    means = head.mean(params)  # (S, B, d)
+    variances = head.variance(params)
     # Moments over samples in float64 (see `classifier_summaries`).
     means64, variances64 = tf.cast(means, "float64"), tf.cast(variances, "float64")
     mean = tf.reduce_mean(means64, 0)
