@@ -10,7 +10,7 @@ import pytest
 import tensorflow_probability as tfp
 from layer_classes import ALL, CONV, DENSE
 
-from tfp_deepgen import _validation, losses, metrics, priors
+from tfp_deepgen import _validation, layers, losses, metrics, priors
 
 tfd = tfp.distributions
 
@@ -297,6 +297,15 @@ def test_layer_config_with_a_negative_seed_round_trips(cls):
     config = _make(cls, seed=-3).get_config()
     assert config["seed"] == -3
     assert cls.from_config(config).seed == -3
+
+
+def test_a_keras_file_with_a_negative_layer_seed_loads(tmp_path):
+    # Earlier releases saved such seeds; `.keras` files holding them must load.
+    model = keras.Sequential([keras.Input((3,)), layers.DenseFlipout(2, seed=-3)])
+    path = str(tmp_path / "negative_seed.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.layers[0].seed == -3
 
 
 # --------------------------------------------------------------------------
