@@ -302,6 +302,24 @@ def test_config_keras_file_and_xla_fit(tmp_path):
     loaded.fit(x, epochs=1, verbose=0)
 
 
+def test_elbo_in_mean_mode_uses_q_means_after_a_sampled_trace():
+    # A graph traced while sampling must not be reused in mean mode.
+    x = _counts()
+    model = DEF([3, 2], latent="gamma", num_examples=6, encoder_units=(8,), seed=4)
+    model.build((None, 5))
+    fresh = DEF.from_config(model.get_config())
+    fresh.build((None, 5))
+    fresh.set_weights(model.get_weights())
+    sampled = model.elbo(x).numpy()
+    with tdg.layers.sampling_mode(model, "mean"):
+        mean = model.elbo(x).numpy()
+        np.testing.assert_array_equal(model.elbo(x).numpy(), mean)
+    with tdg.layers.sampling_mode(fresh, "mean"):
+        np.testing.assert_allclose(fresh.elbo(x).numpy(), mean, rtol=1e-5)
+    assert not np.allclose(mean, sampled)
+    assert not np.allclose(model.elbo(x).numpy(), model.elbo(x).numpy())
+
+
 def test_export_serves_transform_and_perplexity_without_tfp_deepgen(tmp_path):
     model = DEF([3, 2], num_examples=6, encoder_units=(8,), seed=4)
     model.compile(keras.optimizers.Adam(1e-2))

@@ -111,6 +111,29 @@ def test_sampling_mode_drops_compiled_functions():
     assert model.predict_function is None
 
 
+def test_inference_state_sampling_retraces_predict():
+    # `predict` traced while sampling must not be reused in mean mode, nor the
+    # mean-mode trace after the context.
+    model = _model()
+    x = np.ones((2, 5), "float32")
+    model.predict(x, verbose=0)
+    with layers.inference_state(model, sampling="mean"):
+        mean = model(x, training=False).numpy()
+        np.testing.assert_array_equal(model.predict(x, verbose=0), mean)
+    assert model.predict_function is None
+    assert not np.allclose(model.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_inference_state_keeps_compiled_functions_when_sampling_is_unchanged():
+    model = _model()
+    x = np.ones((2, 5), "float32")
+    model.predict(x, verbose=0)
+    compiled = model.predict_function
+    with layers.monte_carlo_mode(model, 2):
+        assert model.predict_function is compiled
+    assert model.predict_function is compiled
+
+
 # --------------------------------------------------------------------------
 # Finding the layers
 # --------------------------------------------------------------------------

@@ -302,6 +302,21 @@ def test_methods_shapes_and_seeding():
         np.testing.assert_array_equal(a.reconstruct(x), a.reconstruct(x))
 
 
+def test_bounds_in_mean_mode_use_the_posterior_mean_after_a_sampled_trace():
+    # A bound graph traced while sampling must not be reused in mean mode.
+    x = _binary_data(n=20)
+    vae, fresh = _binary_vae(seed=1), _binary_vae(seed=1)
+    fresh.set_weights(vae.get_weights())
+    sampled = vae.elbo(x).numpy()
+    with tdg.layers.sampling_mode(vae, "mean"):
+        mean = vae.elbo(x).numpy()
+        np.testing.assert_array_equal(vae.elbo(x).numpy(), mean)
+    with tdg.layers.sampling_mode(fresh, "mean"):
+        np.testing.assert_allclose(fresh.elbo(x).numpy(), mean, rtol=1e-6)
+    assert not np.allclose(mean, sampled)
+    assert not np.allclose(vae.elbo(x).numpy(), vae.elbo(x).numpy())
+
+
 def test_evaluating_many_batches_and_both_bounds_traces_once():
     """One traced graph per model, and no TensorFlow retracing warning, when
     `elbo` and `log_likelihood` run over batches of different sizes and with

@@ -343,6 +343,25 @@ def stochastic_layers(model):
     return found
 
 
+def sampling_states(model):
+    """Whether each stochastic layer in `model` samples, as a hashable key.
+
+    A traced function fixes each layer's `sampling_enabled` when it traces,
+    so a cache of traced functions keys on this to retrace when it changes.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> from tfp_deepgen.layers.base import sampling_states
+    >>> layer = tdg.layers.DenseFlipout(2)
+    >>> with tdg.layers.sampling_mode(layer, "mean"):
+    ...     inside = sampling_states(layer)
+    >>> inside, sampling_states(layer)
+    ((False,), (True,))
+    """
+    return tuple(layer.sampling_enabled for layer in stochastic_layers(model))
+
+
 _UNSET = object()
 
 
@@ -359,7 +378,9 @@ def inference_state(
     Fields not given keep the value each layer has (contexts nest); every
     layer gets its previous state back on exit, also when the body raises.
     A `tf.function` reads the state when it traces: enter the context inside
-    the traced function, or trace inside the context.
+    the traced function, or trace inside the context. When `sampling`
+    changes, the compiled `fit`/`evaluate`/`predict` functions of `model` are
+    dropped on entry and on exit (Keras retraces them on their next use).
 
     Args:
         model: A Keras model or layer, or a list of them.
@@ -391,19 +412,28 @@ def inference_state(
     previous = [layer._inference_state for layer in layers]
     # Validates before any layer changes.
     states = [dataclasses.replace(state, **changes) for state in previous]
+    # Inside a trace the compiled functions may be running: leave them be.
+    retrace = tf.executing_eagerly() and any(
+        old.sampling != new.sampling for old, new in zip(previous, states, strict=True)
+    )
     for layer, state in zip(layers, states, strict=True):
         layer._inference_state = state
+    if retrace:
+        _drop_compiled_functions(models)
     try:
         yield model
     finally:
         for layer, state in zip(layers, previous, strict=True):
             layer._inference_state = state
+        if retrace:
+            _drop_compiled_functions(models)
 
 
-def _drop_compiled_functions(model):
-    for attr in ("train_function", "test_function", "predict_function"):
-        if hasattr(model, attr):
-            setattr(model, attr, None)
+def _drop_compiled_functions(models):
+    for model in models:
+        for attr in ("train_function", "test_function", "predict_function"):
+            if hasattr(model, attr):
+                setattr(model, attr, None)
 
 
 @contextlib.contextmanager
@@ -427,12 +457,8 @@ def sampling_mode(model, mode="mean"):
     ...     a = model.predict(keras.ops.ones((2, 3)), verbose=0)
     """
     mode = _validation.one_of("mode", mode, SAMPLING_MODES)
-    _drop_compiled_functions(model)
-    try:
-        with inference_state(model, sampling=mode):
-            yield model
-    finally:
-        _drop_compiled_functions(model)
+    with inference_state(model, sampling=mode) as entered:
+        yield entered
 
 
 @contextlib.contextmanager

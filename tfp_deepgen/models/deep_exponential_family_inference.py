@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
+from tfp_deepgen.layers.base import sampling_states
 from tfp_deepgen.models import variational_families as vf
 from tfp_deepgen.models._batches import in_batches
 
@@ -213,8 +214,9 @@ class DocumentInference:
         if not self.built:
             self.build(tuple(x.shape))
         if getattr(self, "_evaluation_graph", None) is None:
-
-            def evaluate(x, extra, num_samples, kind):
+            # `sampling` only keys the trace: one per sampling state, which a
+            # trace fixes (draws, or posterior means inside `sampling_mode`).
+            def evaluate(x, extra, num_samples, kind, sampling):
                 if kind == "heldout":
                     return self._heldout_log_prob(x, extra, num_samples)
                 if kind == "elbo":
@@ -224,7 +226,8 @@ class DocumentInference:
                 return tf.reduce_logsumexp(terms["elbo"], 0) - math.log(num_samples)
 
             self._evaluation_graph = tf.function(evaluate, jit_compile=True, reduce_retracing=True)
-        return in_batches(self._evaluation_graph, x, extra, batch_size, num_samples, kind)
+        sampling = sampling_states(self)
+        return in_batches(self._evaluation_graph, x, extra, batch_size, num_samples, kind, sampling)
 
     # -- serving -------------------------------------------------------------
 

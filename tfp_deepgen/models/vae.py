@@ -9,6 +9,7 @@ import tensorflow as tf
 from tfp_deepgen import _validation
 from tfp_deepgen._untracked import Untracked
 from tfp_deepgen.heads import final_head
+from tfp_deepgen.layers.base import sampling_states
 from tfp_deepgen.models import _fit_data, latent
 from tfp_deepgen.models._batches import in_batches
 from tfp_deepgen.models._labels import network_inputs
@@ -314,12 +315,15 @@ class VAE(keras.Model):
     def _bound_graph(self, x, condition):
         """`graph(x, condition, num_samples, iwae)`: the XLA-compiled per-example bound.
 
-        Traced once per model and kind of data: the batch size is left open,
-        and `num_samples` and `iwae` (IWAE bound, else ELBO) are tensors, so
-        evaluating many batches, or the ELBO and then the IWAE estimate, reuses
-        one graph (XLA compiles each new shape without a retrace).
+        Traced once per model, kind of data and sampling state (a trace fixes
+        whether z is drawn or the posterior mean, as in `sampling_mode`): the
+        batch size is left open, and `num_samples` and `iwae` (IWAE bound, else
+        ELBO) are tensors, so evaluating many batches, or the ELBO and then the
+        IWAE estimate, reuses one graph (XLA compiles each new shape without a
+        retrace).
         """
         key = tuple(None if t is None else (t.dtype, tuple(t.shape[1:])) for t in (x, condition))
+        key += (sampling_states(self),)
         graphs = self._bound_graphs.value
         if key not in graphs:
             signature = [_batch_spec(x), tf.TensorSpec((), tf.int32), tf.TensorSpec((), tf.bool)]
