@@ -49,6 +49,8 @@ class _Dropout(StochasticLayer):
         return self.sampling_enabled and self.rate > 0.0
 
     def call(self, inputs, training=None):
+        # Monte-Carlo mode samples whatever `training` says (`noise_on` of
+        # `GaussianDropout` also asks for training), so it is checked apart.
         if self.inference_state.monte_carlo_samples is None and not self.noise_on(training):
             return inputs
         return self.noise(inputs)

@@ -170,7 +170,7 @@ class DenseHorseshoe(VariationalLayer):
         dtype = self.compute_dtype
         beta_scale = self._beta.scale()
         copies = self.inference_state.monte_carlo_samples
-        noisy = self.sampling_enabled or copies is not None
+        noisy = self.sampling_enabled
         seeds = tf.random.experimental.stateless_split(self.next_seed(per_replica=noisy), 3)
         # One draw of the scales per call, or per stacked copy in Monte-Carlo mode.
         local, log_q_local = self._local.sample(seeds[0], copies)

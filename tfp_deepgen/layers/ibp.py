@@ -203,7 +203,7 @@ class IBPGate(VariationalLayer):
         # With deterministic gates the only noise is the KL's v sample, which
         # replicas share so the loss equals one device's.
         monte_carlo = self.inference_state.monte_carlo_samples is not None
-        noisy = self.sampling_enabled or monte_carlo
+        noisy = self.sampling_enabled
         seeds = tf.random.experimental.stateless_split(self.next_seed(per_replica=noisy), 2)
         if not monte_carlo:
             self.add_kl(self.kl_divergence(seeds[0]), training, checked)
