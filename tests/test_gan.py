@@ -211,9 +211,12 @@ def test_trained_discriminator_matches_the_optimal_discriminator(
     (x, x^2) holds the quadratic log-ratio of two Gaussians exactly. For the
     least-squares loss the score itself is D(x), and D* is not quadratic:
     a small tanh network learns it. Measured on a grid where both densities
-    hold mass. Measured over 5 seeds: largest errors 0.003-0.011 (cross-entropy)
-    and 0.015-0.031 (least squares); the tolerances leave room for that spread.
+    hold mass. Measured over Keras seeds 0-7: largest errors 0.003-0.018
+    (cross-entropy); over 5 seeds 0.015-0.031 (least squares). Keras is seeded
+    here: unseeded, the initial weights and shuffling followed whatever the
+    xdist worker ran before, and one CI run saw 0.033 (cross-entropy).
     """
+    keras.utils.set_random_seed(0)
     generator = _frozen_affine_generator(stddev=0.7, mean=1.0)
     batch_size, epochs, learning_rate = training
     gan = tdg.models.GAN(generator, make_discriminator(), latent_dim=1, loss=loss, seed=3)
