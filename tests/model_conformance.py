@@ -190,10 +190,10 @@ def model_battery(cases):
             case.expect("config", request)
             model = case.new()
             config = model.get_config()
-            json.dumps(config)  # configs must be plain JSON
+            given = json.dumps(config)  # configs must be plain JSON
             clone = type(model).from_config(config)
             assert type(clone) is type(model)
-            # A fresh config: Keras's deserialization consumes the nested ones.
+            assert json.dumps(config) == given, "from_config changed the config it was given"
             assert clone.get_config() == model.get_config()
 
         def test_mirrored_strategy_matches_single_device(self, case, request):

@@ -1,5 +1,7 @@
 """The generative adversarial network as a `keras.Model` trained with plain `fit(x)`."""
 
+import copy
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -309,7 +311,8 @@ class GAN(AdversarialTraining, keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        # Keras's deserialization empties the nested configs it is given.
+        config = copy.deepcopy(config)
         for key in ("generator", "discriminator", "latent_prior"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)

@@ -73,6 +73,8 @@ class SemiSupervisedVAE(ConditionalVAE):
     (30, 3)
     """
 
+    nested_objects = ("classifier", *ConditionalVAE.nested_objects)
+
     def __init__(
         self,
         classifier,
@@ -243,9 +245,3 @@ class SemiSupervisedVAE(ConditionalVAE):
         config["classifier"] = keras.saving.serialize_keras_object(self.classifier)
         config["classification_weight"] = self.classification_weight
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
-        return super().from_config(config)

@@ -1,5 +1,6 @@
 """The variational autoencoder as a `keras.Model` trained with plain `fit(x)`."""
 
+import copy
 import functools
 
 import keras
@@ -77,6 +78,9 @@ class VAE(keras.Model):
     >>> tuple(vae.log_likelihood(x, num_samples=10).shape)
     (32,)
     """
+
+    # Config entries holding serialized Keras objects, rebuilt by `from_config`.
+    nested_objects = ("encoder", "decoder", "prior")
 
     def __init__(
         self,
@@ -434,8 +438,9 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "decoder", "prior"):
+        # Keras's deserialization empties the nested configs it is given.
+        config = copy.deepcopy(config)
+        for key in cls.nested_objects:
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
