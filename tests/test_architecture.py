@@ -17,7 +17,7 @@ LAYERS = {
     2: ["posteriors"],
     3: ["layers"],
     4: ["predictive", "structure", "pruning", "metrics"],
-    5: ["callbacks", "export", "datasets"],
+    5: ["callbacks", "export", "datasets", "inference"],
     6: ["models"],
     7: [""],  # the package's __init__
 }

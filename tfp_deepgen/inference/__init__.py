@@ -1,0 +1,37 @@
+"""Posteriors beyond variational inference, for ordinary Keras models.
+
+Each method approximates the posterior over the weights of a deterministic
+`keras.Model` (plain Keras layers ending in a `tfp_deepgen.heads` head) and
+returns a `WeightPosterior`: a Keras model that draws weights for it, which
+`tdg.predictive`, `tdg.metrics` and `tdg.export` take as they take any model.
+
+- `weight_posterior`: the base class `WeightPosterior`.
+- `sample_set`: `SampleSet`, a posterior held as N stored weight samples.
+- `subsets`: which weights a post-hoc posterior covers (`"all"`,
+  `"last_layer"`).
+
+Example:
+
+>>> import tfp_deepgen as tdg
+>>> issubclass(tdg.inference.SampleSet, tdg.inference.WeightPosterior)
+True
+"""
+
+from tfp_deepgen.inference.sample_set import SampleSet
+from tfp_deepgen.inference.subsets import SUBSETS, posterior_variables
+from tfp_deepgen.inference.weight_posterior import (
+    PosteriorDraws,
+    WeightPosterior,
+    flat_values,
+    split_flat,
+)
+
+__all__ = [
+    "SUBSETS",
+    "PosteriorDraws",
+    "SampleSet",
+    "WeightPosterior",
+    "flat_values",
+    "posterior_variables",
+    "split_flat",
+]
