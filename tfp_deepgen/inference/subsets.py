@@ -9,11 +9,12 @@ Example:
 
 >>> import keras, tfp_deepgen as tdg
 >>> head = tdg.heads.IndependentNormal()
->>> model = keras.Sequential(
-...     [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(head.input_size), head]
-... )
->>> [v.path for v in posterior_variables(model, "last_layer")]
-['sequential/dense_1/kernel', 'sequential/dense_1/bias']
+>>> layers = [keras.layers.Dense(4), keras.layers.Dense(head.input_size), head]
+>>> model = keras.Sequential([keras.Input((3,)), *layers])
+>>> [v.name for v in posterior_variables(model, "last_layer")]
+['kernel', 'bias']
+>>> posterior_variables(model, "last_layer")[0].shape
+(4, 2)
 """
 
 import keras
