@@ -13,7 +13,7 @@ Example:
 >>> model = keras.Sequential([keras.Input((3,)), *layers])
 >>> [v.name for v in posterior_variables(model, "last_layer")]
 ['kernel', 'bias']
->>> posterior_variables(model, "last_layer")[0].shape
+>>> tuple(posterior_variables(model, "last_layer")[0].shape)
 (4, 2)
 """
 
