@@ -7,6 +7,8 @@ returns a `WeightPosterior`: a Keras model that draws weights for it, which
 
 - `weight_posterior`: the base class `WeightPosterior`.
 - `sample_set`: `SampleSet`, a posterior held as N stored weight samples.
+- `swag`, `swag_posterior`: SWAG (Maddox et al. 2019), the callback
+  collecting SGD's moments and its Gaussian posterior; MultiSWAG mixtures.
 - `subsets`: which weights a post-hoc posterior covers (`"all"`,
   `"last_layer"`).
 
@@ -19,6 +21,8 @@ True
 
 from tfp_deepgen.inference.sample_set import SampleSet
 from tfp_deepgen.inference.subsets import SUBSETS, posterior_variables
+from tfp_deepgen.inference.swag import SWAG
+from tfp_deepgen.inference.swag_posterior import SWAGPosterior
 from tfp_deepgen.inference.weight_posterior import (
     PosteriorDraws,
     WeightPosterior,
@@ -28,7 +32,9 @@ from tfp_deepgen.inference.weight_posterior import (
 
 __all__ = [
     "SUBSETS",
+    "SWAG",
     "PosteriorDraws",
+    "SWAGPosterior",
     "SampleSet",
     "WeightPosterior",
     "flat_values",
