@@ -19,6 +19,7 @@ Example:
 True
 """
 
+from tfp_deepgen.inference.hmc import HMC, NUTS
 from tfp_deepgen.inference.sample_set import SampleSet
 from tfp_deepgen.inference.subsets import SUBSETS, posterior_variables
 from tfp_deepgen.inference.swag import SWAG
@@ -31,6 +32,8 @@ from tfp_deepgen.inference.weight_posterior import (
 )
 
 __all__ = [
+    "HMC",
+    "NUTS",
     "SUBSETS",
     "SWAG",
     "PosteriorDraws",
