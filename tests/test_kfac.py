@@ -99,6 +99,24 @@ def test_one_layer_with_constant_output_hessian_is_exact(event_size):
     assert_close(exact, np.kron(extended.T @ extended / scale**2, np.eye(event_size)), 1e-12)
 
 
+def test_one_layer_with_homoscedastic_normal_head_is_exact():
+    # The head appends its learned scales to the means: only the means depend on
+    # the kernel, with output Hessian diag(1 / scale^2), the same for each example.
+    keras.utils.set_random_seed(9)
+    rng = np.random.default_rng(99)
+    head = tdg.heads.IndependentNormal(2, scale="homoscedastic")
+    dense = keras.layers.Dense(2)
+    model = keras.Sequential([keras.Input((3,)), dense, head])
+    head.raw_scale.assign(rng.normal(size=2).astype("float32"))
+    x = rng.normal(size=(10, 3)).astype("float32")
+    scale = head.marginal(model(x[:1])).scale.numpy()[0].astype("float64")
+    factors = KroneckerFactors.from_data(model, [dense], x)
+    exact = exact_curvature(
+        model, x, None, hessian=lambda f, y: np.broadcast_to(np.diag(scale**-2), (10, 2, 2))
+    )
+    assert_close(factors.to_dense().numpy(), exact)
+
+
 HEADS = {
     "categorical": (lambda: tdg.heads.Categorical(3), categorical_hessian, categorical_gradient),
     "poisson": (lambda: tdg.heads.Poisson(3), poisson_hessian, poisson_gradient),
@@ -174,6 +192,7 @@ CONVS = {
     "conv2d": ((5, 4, 2), lambda: keras.layers.Conv2D(3, (2, 3), strides=2, padding="same")),
     "conv2d_dilated": ((6, 6, 2), lambda: keras.layers.Conv2D(2, 2, dilation_rate=2)),
     "conv1d_causal": ((7, 2), lambda: keras.layers.Conv1D(3, 3, dilation_rate=2, padding="causal")),
+    "dense_on_sequences": ((4, 3), lambda: keras.layers.Dense(2)),  # locations: the 4 steps
 }
 
 
