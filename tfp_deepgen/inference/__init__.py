@@ -6,6 +6,8 @@ returns a `WeightPosterior`: a Keras model that draws weights for it, which
 `tdg.predictive`, `tdg.metrics` and `tdg.export` take as they take any model.
 
 - `weight_posterior`: the base class `WeightPosterior`.
+- `laplace`: `Laplace`, post-hoc Laplace approximations (GGN / empirical
+  Fisher curvature in `curvature`, full / diag / kron in `laplace_structures`).
 - `sample_set`: `SampleSet`, a posterior held as N stored weight samples.
 - `swag`, `swag_posterior`: SWAG (Maddox et al. 2019), the callback
   collecting SGD's moments and its Gaussian posterior; MultiSWAG mixtures.
@@ -20,6 +22,7 @@ True
 """
 
 from tfp_deepgen.inference.hmc import HMC, NUTS
+from tfp_deepgen.inference.laplace import Laplace
 from tfp_deepgen.inference.sample_set import SampleSet
 from tfp_deepgen.inference.subsets import SUBSETS, posterior_variables
 from tfp_deepgen.inference.swag import SWAG
@@ -36,6 +39,7 @@ __all__ = [
     "NUTS",
     "SUBSETS",
     "SWAG",
+    "Laplace",
     "PosteriorDraws",
     "SWAGPosterior",
     "SampleSet",
