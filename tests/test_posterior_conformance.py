@@ -1,5 +1,6 @@
 """Every weight posterior of `tdg.inference` through the battery of `posterior_conformance.py`."""
 
+import keras
 import numpy as np
 from posterior_conformance import PosteriorCase, battery, classification_data, mlp, regression_data
 
@@ -19,6 +20,24 @@ def _sample_set(head_factory, num_stored=4):
     return make
 
 
+def _swag(head_factory, runs=1):
+    """SWAG on a briefly trained MLP, or MultiSWAG over `runs` such runs."""
+
+    def make(x, y):
+        posteriors = []
+        for run in range(runs):
+            model = mlp(head_factory(), seed=run)
+            model.compile(keras.optimizers.SGD(0.05), model.layers[-1].loss)
+            swag = tdg.inference.SWAG(rank=3, start_epoch=1)
+            model.fit(x, y, batch_size=8, epochs=4, verbose=0, callbacks=[swag])
+            posteriors.append(swag.posterior(seed=run))
+        if runs == 1:
+            return posteriors[0]
+        return tdg.inference.SWAGPosterior.mixture(posteriors, seed=0)
+
+    return make
+
+
 CASES = [
     PosteriorCase(
         _sample_set(tdg.heads.IndependentNormal), regression_data, "sample_set_normal", False
@@ -28,6 +47,12 @@ CASES = [
         classification_data,
         "sample_set_categorical",
         False,
+    ),
+    PosteriorCase(_swag(tdg.heads.IndependentNormal), regression_data, "swag_normal"),
+    PosteriorCase(
+        _swag(lambda: tdg.heads.Categorical(3), runs=2),
+        classification_data,
+        "multiswag_categorical",
     ),
 ]
 
