@@ -234,6 +234,9 @@ def test_bad_arguments_name_themselves():
     model = _linear_model()
     swag = tdg.inference.SWAG(rank=2)
     swag.set_model(model)
+    # Attached for the checkpoint, yet not a layer, weight or head of the model.
+    assert model.swag is swag.state and len(model.layers) == 2 and len(model.weights) == 2
+    assert tdg.heads.final_head(model) is model.layers[-1]
     with pytest.raises(ValueError, match="collected nothing"):
         swag.posterior()
     swag.collect()
