@@ -38,6 +38,18 @@ def _swag(head_factory, runs=1):
     return make
 
 
+def _laplace(head_factory, **kwargs):
+    """Laplace around a briefly trained MLP, fitted on the case's data."""
+
+    def make(x, y):
+        model = mlp(head_factory())
+        model.compile(keras.optimizers.Adam(0.01), model.layers[-1].loss)
+        model.fit(x, y, batch_size=8, epochs=3, verbose=0)
+        return tdg.inference.Laplace(model, seed=0, **kwargs).fit(x, y, batch_size=16)
+
+    return make
+
+
 CASES = [
     PosteriorCase(
         _sample_set(tdg.heads.IndependentNormal), regression_data, "sample_set_normal", False
@@ -53,6 +65,22 @@ CASES = [
         _swag(lambda: tdg.heads.Categorical(3), runs=2),
         classification_data,
         "multiswag_categorical",
+    ),
+    PosteriorCase(
+        _laplace(tdg.heads.IndependentNormal, subset="all", hessian="full"),
+        regression_data,
+        "laplace_full_normal",
+    ),
+    PosteriorCase(
+        _laplace(lambda: tdg.heads.Categorical(3), subset="all", hessian="diag", predictive="glm"),
+        classification_data,
+        "laplace_diag_glm_categorical",
+    ),
+    PosteriorCase(
+        _laplace(lambda: tdg.heads.Categorical(3), hessian="kron", predictive="probit"),
+        classification_data,
+        "laplace_kron_probit_categorical",
+        False,
     ),
 ]
 
