@@ -21,6 +21,7 @@ Example:
 True
 """
 
+from tfp_deepgen.inference.ensemble import DeepEnsemble
 from tfp_deepgen.inference.hmc import HMC, NUTS
 from tfp_deepgen.inference.laplace import Laplace
 from tfp_deepgen.inference.sample_set import SampleSet
@@ -39,6 +40,7 @@ __all__ = [
     "NUTS",
     "SUBSETS",
     "SWAG",
+    "DeepEnsemble",
     "Laplace",
     "PosteriorDraws",
     "SWAGPosterior",
