@@ -220,6 +220,16 @@ def test_backup_and_restore_resumes_the_same_moments(swag_first, tmp_path):
         )
 
 
+def test_model_built_by_fit_itself():
+    x, y = _regression(seed=51, size=32)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(1), tdg.heads.IndependentNormal(1, scale=NOISE)])
+    model.compile(keras.optimizers.SGD(0.02), model.layers[-1].loss)
+    swag = tdg.inference.SWAG(rank=2, start_epoch=0)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[swag])
+    assert swag.num_collected == 2 and swag.mean.shape == (4,)
+
+
 def test_bad_arguments_name_themselves():
     for kwargs, name in [
         ({"rank": 0}, "rank"),

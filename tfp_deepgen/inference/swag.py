@@ -244,7 +244,8 @@ class SWAG(keras.callbacks.Callback):
         return epoch >= self._start and (epoch - self._start) % self.collect_every == 0
 
     def on_train_begin(self, logs=None):
-        self._ensure_state(self.model)
+        if self.model.built and self.model.trainable_variables:
+            self._ensure_state(self.model)  # else at the first collection
         if self.start_epoch is None:
             self._start = int(self.params.get("epochs", 0) or 0) // 2
         self._first_epoch = True
@@ -255,6 +256,7 @@ class SWAG(keras.callbacks.Callback):
         previous = epoch - 1
         if (
             self._first_epoch
+            and self.state is not None
             and previous >= 0
             and self._due(previous)
             and int(self.state.last_epoch.numpy()) != previous
