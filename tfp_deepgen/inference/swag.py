@@ -114,7 +114,11 @@ class SWAG(keras.callbacks.Callback):
     collect_every == 0` (epochs counted as `fit` counts them, from
     `initial_epoch`), the current weights join the running first and second
     moments and the last `rank` deviations. The state accumulates over `fit`
-    calls with the same model; `reset()` clears it.
+    calls with the same model; `reset()` clears it. Epoch-end iterates, as
+    in the paper: after a reshuffled pass over the data, the noise of the
+    minibatch gradients largely cancels, so they scatter less than
+    mid-epoch ones would. Models with `BatchNormalization` need
+    `posterior(refresh_data=...)`.
 
     Args:
         rank: K, the number of deviations kept for the low-rank part, >= 1
