@@ -50,6 +50,41 @@ def _laplace(head_factory, **kwargs):
     return make
 
 
+def _hmc(head_factory):
+    """A few NUTS steps from a freshly initialised MLP (a cycled SampleSet)."""
+
+    def make(x, y):
+        sampler = tdg.inference.NUTS(
+            mlp(head_factory()), num_chains=2, num_burnin_steps=10, num_results=3, seed=0
+        )
+        return sampler.sample(x, y)
+
+    return make
+
+
+def _ensemble(head_factory):
+    """A 3-member DeepEnsemble trained briefly with adversarial examples."""
+
+    def build():  # no global reseeding here: members must differ
+        head = head_factory()
+        return keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(8, activation="tanh"),
+                keras.layers.Dense(head.input_size),
+                head,
+            ]
+        )
+
+    def make(x, y):
+        ensemble = tdg.inference.DeepEnsemble(build, members=3, adversarial_epsilon=0.01, seed=0)
+        ensemble.compile(keras.optimizers.Adam(0.01), tdg.heads.final_head(ensemble).loss)
+        ensemble.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        return ensemble
+
+    return make
+
+
 CASES = [
     PosteriorCase(
         _sample_set(tdg.heads.IndependentNormal), regression_data, "sample_set_normal", False
@@ -80,6 +115,13 @@ CASES = [
         _laplace(lambda: tdg.heads.Categorical(3), hessian="kron", predictive="probit"),
         classification_data,
         "laplace_kron_probit_categorical",
+        False,
+    ),
+    PosteriorCase(_hmc(tdg.heads.IndependentNormal), regression_data, "nuts_normal", False),
+    PosteriorCase(
+        _ensemble(lambda: tdg.heads.Categorical(3)),
+        classification_data,
+        "deep_ensemble_categorical",
         False,
     ),
 ]

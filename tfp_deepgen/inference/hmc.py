@@ -289,9 +289,14 @@ class HMC:
         )
 
     def _diagnostics(self, samples, accept, sizes, seconds):
-        r_hat = tfp.mcmc.potential_scale_reduction(
-            samples, independent_chain_ndims=1, split_chains=True
-        ).numpy()
+        # Split R-hat needs 4 samples per chain; plain R-hat 2 chains; else NaN.
+        split = self.num_results >= 4
+        if split or self.num_chains > 1:
+            r_hat = tfp.mcmc.potential_scale_reduction(
+                samples, independent_chain_ndims=1, split_chains=split
+            ).numpy()
+        else:
+            r_hat = np.full([self.num_parameters], np.nan, "float32")
         if self.num_chains > 1:
             ess = tfp.mcmc.effective_sample_size(samples, cross_chain_dims=1).numpy()
         else:
@@ -299,7 +304,7 @@ class HMC:
         return {
             "r_hat": r_hat,
             "ess": ess,
-            "max_r_hat": float(np.max(r_hat)),
+            "max_r_hat": float(np.max(r_hat)),  # NaN when undefined
             "min_ess": float(np.min(ess)),
             "acceptance_rate": np.mean(accept.numpy(), axis=0),
             "step_size": sizes.numpy()[-1],
