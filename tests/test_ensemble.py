@@ -59,6 +59,9 @@ def test_members_differ_and_train_under_xla():
         assert max_abs_diff(_flat(a), _flat(b)) == 0.0
     history = ensemble.fit(x, y, epochs=3, batch_size=16, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+    # fit logs each member's loss; they sum to the training loss.
+    member_losses = [history.history[f"member_{m}_loss"] for m in range(3)]
+    np.testing.assert_allclose(np.sum(member_losses, 0), history.history["loss"], rtol=1e-5)
     trained = [_flat(m) for m in ensemble.members]
     for before, after in zip(initial, trained, strict=True):
         assert max_abs_diff(before, after) > 1e-3  # every member trained

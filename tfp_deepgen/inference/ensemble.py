@@ -6,8 +6,10 @@ model ending in a `tfp_deepgen.heads` head, all with the same architecture.
 The ensemble is a `keras.Model`: `ensemble.compile(optimizer, loss)` and
 `ensemble.fit(x, y)` train every member on the same batches, the training
 loss being the sum of the members' own losses (so each member's gradient is
-its own loss's). Its saved config holds the members' configs, not
-`build_fn`: a `.keras` file loads with `safe_mode=True` without the function.
+its own loss's; `fit` logs each as `member_m_loss`, and compiled metrics
+over the members' outputs stacked along the batch, i.e. their average).
+Its saved config holds the members' configs, not `build_fn`: a `.keras`
+file loads with `safe_mode=True` without the function.
 
 It subclasses `WeightPosterior` with the members as the weight "samples":
 in a Monte-Carlo pass of S copies (`tdg.predictive.predict(ensemble, x,
@@ -23,7 +25,9 @@ fast-gradient-sign examples `x' = x + eps * sign(grad_x loss_m(x, y))`,
 axis) over the training batch, and minimises `(loss_m(x) + loss_m(x')) / 2`:
 the paper's `loss(x) + loss(x')` halved, which keeps the loss on the scale
 of plain training and counts regularisation losses once. The paper uses
-`adversarial_epsilon=0.01`.
+`adversarial_epsilon=0.01`. It needs one input tensor (not a dict or list)
+and costs a second forward and backward pass per member; evaluation reports
+the clean loss.
 
 Example:
 
@@ -132,6 +136,8 @@ class DeepEnsemble(WeightPosterior):
         self.num_members = num_members
         self.adversarial_epsilon = adversarial_epsilon
         self.members = built  # member 0 is also `self.model`; the last leads to a head
+        # Names of the training outputs: fit logs each member's loss as `member_m_loss`.
+        self.output_names = [f"member_{m}" for m in range(num_members)]
 
     # -- the posterior -----------------------------------------------------------
 
