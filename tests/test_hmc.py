@@ -46,8 +46,14 @@ def _check_against_exact(sampler, posterior, mean, cov):
 
 def test_hmc_matches_exact_linear_regression_posterior():
     x, y, model, mean, cov = _problem(seed=11)
+    # XLA compilation costs more than it saves on runs this small (see the module docstring).
     hmc = tdg.inference.HMC(
-        model, prior_precision=PRIOR_PRECISION, num_burnin_steps=300, num_results=400, seed=1
+        model,
+        prior_precision=PRIOR_PRECISION,
+        num_burnin_steps=300,
+        num_results=400,
+        jit_compile=False,
+        seed=1,
     )
     posterior = hmc.sample(x, y)
     assert isinstance(posterior, tdg.inference.SampleSet) and posterior.num_stored == 1600
@@ -67,6 +73,7 @@ def test_nuts_matches_exact_linear_regression_posterior():
         init="prior",
         num_burnin_steps=200,
         num_results=250,
+        jit_compile=False,
         seed=2,
     )
     _check_against_exact(nuts, nuts.sample(x, y), mean, cov)
@@ -110,7 +117,7 @@ def test_classifier_mlp_runs_with_defaults():
             tdg.heads.Categorical(2),
         ]
     )
-    hmc = tdg.inference.HMC(model, num_burnin_steps=60, num_results=10, seed=0)
+    hmc = tdg.inference.HMC(model, num_burnin_steps=60, num_results=10, seed=0)  # XLA
     posterior = hmc.sample(x, y)
     probabilities = tdg.predictive.predict(posterior, x, num_samples=40)["probabilities"]
     assert probabilities.shape == (40, 2) and np.all(np.isfinite(probabilities))

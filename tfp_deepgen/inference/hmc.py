@@ -20,11 +20,13 @@ by dual averaging (`tfp.mcmc.DualAveragingStepSizeAdaptation`, the first
 use the adapted step sizes. HMC adapts one step size shared by the chains
 and, with it, its trajectory length (ChEES, Hoffman et al. 2021, jittered
 per step: a fixed length resonated on linear regression, R-hat 1.14); NUTS
-adapts one step size per chain. The whole run is one `tf.function`, by
-default not XLA-compiled: measured on 2 CPU cores, 2-input linear regression
-(50 points), 4 chains x 700 steps, end to end: HMC 3.3 s against 10.2 s with
-`jit_compile=True`, NUTS 6.5 s against 16 s (compilation dominates runs this
-small; both paths are tested).
+adapts one step size per chain. The whole run is one `tf.function`,
+XLA-compiled by default. Measured on 2 CPU cores, 4 chains: an 8-50-2 MLP
+on 500 points, 500 steps: HMC 18.1 s with XLA against 20.5 s without, NUTS
+(max_tree_depth=6) 21.6 s against 37.2 s (per step after compilation: 30
+against 39 ms, 36 against 70 ms); but a 2-input linear regression on 50
+points, 700 steps: HMC 10.2 s against 3.3 s, NUTS 16 s against 6.5 s, where
+compilation dominates (pass `jit_compile=False` for such tiny runs).
 
 `sample(x, y)` returns a `tdg.inference.SampleSet` holding every chain's
 kept samples and sets `diagnostics`: split R-hat and the effective sample
@@ -94,7 +96,8 @@ class HMC:
             jitter per chain) or `"prior"` (a draw from the prior per chain).
         init_scale: Standard deviation of the `"model"` jitter.
         max_parameters: Models with more trainable weights are refused.
-        jit_compile: Whether to compile the chains with XLA.
+        jit_compile: Whether to compile the chains with XLA (see the module
+            docstring for when it pays).
         seed: Integer seed of the chains, or None for a random one. Each call
             of `sample` continues the stream.
 
@@ -133,7 +136,7 @@ class HMC:
         init="model",
         init_scale=0.01,
         max_parameters=MAX_PARAMETERS,
-        jit_compile=False,
+        jit_compile=True,
         seed=None,
     ):
         if not hasattr(model, "stateless_call") or not model.built:
