@@ -9,6 +9,8 @@ returns a `WeightPosterior`: a Keras model that draws weights for it, which
 - `laplace`: `Laplace`, post-hoc Laplace approximations (GGN / empirical
   Fisher curvature in `curvature`, full / diag / kron in `laplace_structures`).
 - `sample_set`: `SampleSet`, a posterior held as N stored weight samples.
+- `sgld`, `step_size`, `sample_collector`: the SG-MCMC optimizers `SGLD`,
+  `pSGLD`, cSGLD's `CyclicalStepSize` and the `CollectSamples` callback.
 - `swag`, `swag_posterior`: SWAG (Maddox et al. 2019), the callback
   collecting SGD's moments and its Gaussian posterior; MultiSWAG mixtures.
 - `subsets`: which weights a post-hoc posterior covers (`"all"`,
@@ -24,7 +26,10 @@ True
 from tfp_deepgen.inference.ensemble import DeepEnsemble
 from tfp_deepgen.inference.hmc import HMC, NUTS
 from tfp_deepgen.inference.laplace import Laplace
+from tfp_deepgen.inference.sample_collector import CollectSamples
 from tfp_deepgen.inference.sample_set import SampleSet
+from tfp_deepgen.inference.sgld import SGLD, pSGLD
+from tfp_deepgen.inference.step_size import CyclicalStepSize
 from tfp_deepgen.inference.subsets import SUBSETS, posterior_variables
 from tfp_deepgen.inference.swag import SWAG
 from tfp_deepgen.inference.swag_posterior import SWAGPosterior
@@ -38,8 +43,11 @@ from tfp_deepgen.inference.weight_posterior import (
 __all__ = [
     "HMC",
     "NUTS",
+    "SGLD",
     "SUBSETS",
     "SWAG",
+    "CollectSamples",
+    "CyclicalStepSize",
     "DeepEnsemble",
     "Laplace",
     "PosteriorDraws",
@@ -47,6 +55,7 @@ __all__ = [
     "SampleSet",
     "WeightPosterior",
     "flat_values",
+    "pSGLD",
     "posterior_variables",
     "split_flat",
 ]
