@@ -90,6 +90,20 @@ def _ensemble(head_factory):
     return make
 
 
+def _sgld(head_factory):
+    """A `SampleSet` of 4 samples collected by SGLD while fitting an MLP."""
+
+    def make(x, y):
+        model = mlp(head_factory())
+        optimizer = tdg.inference.SGLD(1e-2, data_size=len(x), seed=0)
+        model.compile(optimizer, model.layers[-1].loss)
+        collect = tdg.inference.CollectSamples(burn_in=8, thinning=4)
+        model.fit(x, y, batch_size=8, epochs=6, verbose=0, callbacks=[collect])
+        return collect.posterior()
+
+    return make
+
+
 CASES = [
     PosteriorCase(
         _sample_set(tdg.heads.IndependentNormal), regression_data, "sample_set_normal", False
@@ -129,6 +143,7 @@ CASES = [
         "deep_ensemble_categorical",
         False,
     ),
+    PosteriorCase(_sgld(tdg.heads.IndependentNormal), regression_data, "sgld_normal", False),
 ]
 
 TestPosteriorConformance = battery(CASES)
