@@ -6,6 +6,10 @@ returns a `WeightPosterior`: a Keras model that draws weights for it, which
 `tdg.predictive`, `tdg.metrics` and `tdg.export` take as they take any model.
 
 - `weight_posterior`: the base class `WeightPosterior`.
+- `ensemble`: `DeepEnsemble`, M members trained by one `fit`, as a mixture.
+- `hmc`: `HMC` and `NUTS`, full-batch `tfp.mcmc` sampling of small models.
+- `kfac`, `kronecker`: KFAC factors of Dense / Conv layers and the
+  `KroneckerFactors` structure the `kron` Laplace uses.
 - `laplace`: `Laplace`, post-hoc Laplace approximations (GGN / empirical
   Fisher curvature in `curvature`, full / diag / kron in `laplace_structures`).
 - `sample_set`: `SampleSet`, a posterior held as N stored weight samples.
@@ -25,6 +29,7 @@ True
 
 from tfp_deepgen.inference.ensemble import DeepEnsemble
 from tfp_deepgen.inference.hmc import HMC, NUTS
+from tfp_deepgen.inference.kronecker import KroneckerFactors
 from tfp_deepgen.inference.laplace import Laplace
 from tfp_deepgen.inference.sample_collector import CollectSamples
 from tfp_deepgen.inference.sample_set import SampleSet
@@ -49,6 +54,7 @@ __all__ = [
     "CollectSamples",
     "CyclicalStepSize",
     "DeepEnsemble",
+    "KroneckerFactors",
     "Laplace",
     "PosteriorDraws",
     "SWAGPosterior",
