@@ -225,6 +225,9 @@ def test_streaming_equals_one_shot(name, num_classes, weighted):
 
 @pytest.mark.parametrize("num_classes", [1, 3])
 def test_compiled_model_with_xla_matches_functions(num_classes):
+    # The Dense initialisation draws from Keras's global stream: seed it, or the
+    # weights (and whether the weights change ECE) depend on the xdist order.
+    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(50, 4)).astype(np.float32)
     labels, _, weights = _data(num_classes, n=50, seed=4)
