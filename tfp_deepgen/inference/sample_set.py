@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.inference.weight_posterior import WeightPosterior
+from tfp_deepgen.inference.weight_posterior import WeightPosterior, checked_variable_indices
 
 __all__ = ["SampleSet"]
 
@@ -49,16 +49,7 @@ class SampleSet(WeightPosterior):
         super().__init__(model, seed=seed, **kwargs)
         self.num_stored = _validation.positive_int("num_stored", num_stored)
         weights = self.model.weights
-        if variable_indices is None:
-            trainable = {id(v) for v in self.model.trainable_variables}
-            variable_indices = [i for i, v in enumerate(weights) if id(v) in trainable]
-        variable_indices = [int(i) for i in variable_indices]
-        if not variable_indices or any(i < 0 or i >= len(weights) for i in variable_indices):
-            raise ValueError(
-                f"`variable_indices` must be positions in model.weights (0..{len(weights) - 1}); "
-                f"received {variable_indices!r}."
-            )
-        self.variable_indices = variable_indices
+        self.variable_indices = checked_variable_indices(self.model, variable_indices)
         self.samples = [
             self.add_weight(
                 shape=(self.num_stored, *weights[i].shape),

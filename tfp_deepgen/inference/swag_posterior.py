@@ -35,7 +35,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation, random
-from tfp_deepgen.inference.weight_posterior import WeightPosterior, split_flat
+from tfp_deepgen.inference.weight_posterior import (
+    WeightPosterior,
+    checked_variable_indices,
+    split_flat,
+)
 
 __all__ = ["SWAGPosterior", "batch_norm_layers", "refresh_batch_norm"]
 
@@ -77,17 +81,8 @@ class SWAGPosterior(WeightPosterior):
         self.scale = _validation.positive_float("scale", scale)
         self.variance_floor = _validation.non_negative_float("variance_floor", variance_floor)
         weights = self.model.weights
-        if variable_indices is None:
-            trainable = {id(v) for v in self.model.trainable_variables}
-            variable_indices = [i for i, v in enumerate(weights) if id(v) in trainable]
-        variable_indices = [int(i) for i in variable_indices]
-        if not variable_indices or any(i < 0 or i >= len(weights) for i in variable_indices):
-            raise ValueError(
-                f"`variable_indices` must be positions in model.weights (0..{len(weights) - 1}); "
-                f"received {variable_indices!r}."
-            )
-        self.variable_indices = variable_indices
-        size = sum(int(np.prod(weights[i].shape)) for i in variable_indices)
+        self.variable_indices = checked_variable_indices(self.model, variable_indices)
+        size = sum(int(np.prod(weights[i].shape)) for i in self.variable_indices)
         self.num_parameters = size
         m = self.num_components
 

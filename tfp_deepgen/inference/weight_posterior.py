@@ -44,7 +44,13 @@ from tfp_deepgen import _validation
 from tfp_deepgen.heads import final_head
 from tfp_deepgen.layers.base import StochasticLayer
 
-__all__ = ["PosteriorDraws", "WeightPosterior", "flat_values", "split_flat"]
+__all__ = [
+    "PosteriorDraws",
+    "WeightPosterior",
+    "checked_variable_indices",
+    "flat_values",
+    "split_flat",
+]
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
@@ -66,6 +72,37 @@ class PosteriorDraws(StochasticLayer):
 
     def call(self, inputs):
         return inputs
+
+
+def checked_variable_indices(model, variable_indices=None):
+    """Positions in `model.weights` of the variables a posterior draws, checked.
+
+    Args:
+        model: A built Keras model.
+        variable_indices: Positions in `model.weights`, or None for the
+            trainable variables.
+
+    Raises:
+        ValueError: For an empty list or a position outside `model.weights`.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> checked_variable_indices(model)
+    [0, 1]
+    """
+    weights = model.weights
+    if variable_indices is None:
+        trainable = {id(v) for v in model.trainable_variables}
+        return [i for i, v in enumerate(weights) if id(v) in trainable]
+    indices = [int(i) for i in variable_indices]
+    if not indices or any(i < 0 or i >= len(weights) for i in indices):
+        raise ValueError(
+            f"`variable_indices` must be positions in model.weights (0..{len(weights) - 1}); "
+            f"received {variable_indices!r}."
+        )
+    return indices
 
 
 def flat_values(variables):
