@@ -3,7 +3,8 @@
 import keras
 import numpy as np
 import pytest
-from conformance import KilledAfterEpoch
+import tensorflow as tf
+from conformance import KilledAfterEpoch, two_cpu_strategy
 
 import tfp_deepgen as tdg
 
@@ -270,3 +271,72 @@ def test_last_layer_subset_and_keras_round_trip(tmp_path):
     for a, b in zip(loaded.weights, posterior.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert loaded.get_config()["variable_indices"] == posterior.variable_indices
+
+
+def test_multiswag_with_batch_norm_mixes_the_refreshed_sample_sets():
+    x, y = _regression(seed=41, size=64)
+    sets = []
+    for run in range(2):
+        model = _bn_model(seed=run)
+        model.compile(keras.optimizers.SGD(0.05), model.layers[-1].loss, jit_compile=True)
+        swag = tdg.inference.SWAG(rank=2, start_epoch=1)
+        model.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[swag])
+        sets.append(swag.posterior(refresh_data=x, num_samples=3, seed=run))
+    with pytest.raises(ValueError, match="sample_sets"):
+        tdg.inference.SampleSet.mixture(sets[:1])
+    # An empty store over the default variables (the trainable ones), as .keras loading makes.
+    assert len(tdg.inference.SampleSet(model, 2).samples) == len(model.trainable_variables)
+    mixture = tdg.inference.SampleSet.mixture(sets)
+    assert mixture.num_stored == 6
+    for store, *parts in zip(mixture.samples, *(s.samples for s in sets), strict=True):
+        for m, part in enumerate(parts):
+            np.testing.assert_array_equal(store.numpy()[m::2], part.numpy())
+    # Copy s of a pass uses run s mod 2: the mixture's predictive averages the runs'.
+    out = tdg.predictive.predict(mixture, x[:5], num_samples=6)
+    means = [tdg.predictive.predict(s, x[:5], num_samples=3)["mean"] for s in sets]
+    np.testing.assert_allclose(out["mean"], np.mean(means, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_mixtures_refuse_components_whose_undrawn_weights_differ():
+    x, y = _regression(seed=43, size=64)
+    posteriors = []
+    for run in range(2):
+        keras.utils.set_random_seed(run)
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2), _head()]
+        )
+        model.compile(keras.optimizers.SGD(0.05), model.layers[-1].loss)
+        swag = tdg.inference.SWAG(rank=2, start_epoch=1, subset="last_layer")
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[swag])
+        posteriors.append(swag.posterior())
+    # Each run's last layer sits on its own body: the mixture would use only the first.
+    with pytest.raises(ValueError, match="posteriors.*do not draw"):
+        tdg.inference.SWAGPosterior.mixture(posteriors)
+    # Two last-layer posteriors of the same model mix.
+    swag = tdg.inference.SWAG(rank=2, subset="last_layer")
+    swag.set_model(posteriors[0].model)
+    swag.collect()
+    assert (
+        tdg.inference.SWAGPosterior.mixture([posteriors[0], swag.posterior()]).num_components == 2
+    )
+
+
+def test_mirrored_fit_collects_the_moments_of_one_device():
+    x, y = _regression(seed=47, size=64)
+    swags = []
+    for strategy in (tf.distribute.get_strategy(), two_cpu_strategy()):
+        with strategy.scope():
+            model = _linear_model(seed=3)
+            # XLA cannot compile for two logical devices of one CPU (see conformance.py).
+            model.compile(keras.optimizers.SGD(0.05), model.layers[-1].loss, jit_compile=False)
+        swag = tdg.inference.SWAG(rank=3, start_epoch=1)
+        model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0, callbacks=[swag])
+        swags.append(swag)
+    single, mirrored = swags
+    assert mirrored.num_collected == single.num_collected == 4
+    for name in ("mean", "second_moment", "deviations"):
+        np.testing.assert_allclose(
+            getattr(mirrored, name), getattr(single, name), rtol=1e-5, atol=1e-6
+        )
+    out = tdg.predictive.predict(mirrored.posterior(seed=0), x[:4], num_samples=8)
+    assert np.all(np.isfinite(out["mean"]))

@@ -22,7 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.inference.weight_posterior import WeightPosterior, checked_variable_indices
+from tfp_deepgen.inference.weight_posterior import (
+    WeightPosterior,
+    check_mixable,
+    checked_variable_indices,
+)
 
 __all__ = ["SampleSet"]
 
@@ -58,7 +62,7 @@ class SampleSet(WeightPosterior):
                 trainable=False,
                 name=f"samples_{k}",
             )
-            for k, i in enumerate(variable_indices)
+            for k, i in enumerate(self.variable_indices)
         ]
 
     @classmethod
@@ -104,6 +108,66 @@ class SampleSet(WeightPosterior):
         for store, values in zip(posterior.samples, samples, strict=True):
             store.assign(values.astype(store.dtype))
         return posterior
+
+    @classmethod
+    def mixture(cls, sample_sets, seed=None, name=None):
+        """The equal mixture of several sample sets of one architecture.
+
+        MultiSWAG for models with batch norm (each run's
+        `swag.posterior(refresh_data=..., num_samples=N)` is a `SampleSet`),
+        or several SGLD chains pooled. The samples are interleaved, so copy
+        `s` of a Monte-Carlo pass uses set `s mod M`; ask for a multiple of
+        `M * N` samples to average over every stored sample.
+
+        Args:
+            sample_sets: `SampleSet`s (at least 2) drawing the same variables
+                of models of one architecture, each holding N samples. The
+                weights they do not draw must be equal (the mixture takes
+                them from the first set's model).
+            seed: See the class.
+            name: The mixture's name.
+
+        Raises:
+            ValueError: When fewer than two sets are given or they disagree.
+
+        Example:
+
+        >>> import keras, numpy as np, tfp_deepgen as tdg
+        >>> head = tdg.heads.IndependentNormal(scale=1.0)
+        >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1), head])
+        >>> def held(kernel):
+        ...     samples = [np.full((1, 1, 1), kernel, "float32"), np.zeros((1, 1), "float32")]
+        ...     return tdg.inference.SampleSet.from_samples(model, samples)
+        >>> pooled = tdg.inference.SampleSet.mixture([held(1.0), held(3.0)])
+        >>> tdg.predictive.predict(pooled, np.ones((1, 1), "float32"), num_samples=2)["mean"]
+        array([[2.]], dtype=float32)
+        """
+        sample_sets = list(sample_sets)
+        if len(sample_sets) < 2 or not all(isinstance(s, SampleSet) for s in sample_sets):
+            raise ValueError(
+                "`sample_sets` must be a list of at least 2 SampleSet objects; received "
+                f"{sample_sets!r}."
+            )
+        counts = {s.num_stored for s in sample_sets}
+        if len(counts) != 1:
+            raise ValueError(
+                f"`sample_sets` must each hold the same number of samples; received {counts}."
+            )
+        check_mixable(sample_sets, "sample_sets")
+        first = sample_sets[0]
+        kwargs = {} if name is None else {"name": name}
+        mixed = cls(
+            first.model,
+            first.num_stored * len(sample_sets),
+            first.variable_indices,
+            seed=seed,
+            **kwargs,
+        )
+        for k, store in enumerate(mixed.samples):
+            # Sample i of set m goes to position i * M + m: copy s uses set s mod M.
+            stacked = tf.stack([s.samples[k] for s in sample_sets], axis=1)
+            store.assign(tf.reshape(stacked, store.shape))
+        return mixed
 
     @property
     def random_variables(self):

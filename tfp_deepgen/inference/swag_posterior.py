@@ -37,6 +37,7 @@ import tensorflow as tf
 from tfp_deepgen import _validation, random
 from tfp_deepgen.inference.weight_posterior import (
     WeightPosterior,
+    check_mixable,
     checked_variable_indices,
     split_flat,
 )
@@ -101,7 +102,10 @@ class SWAGPosterior(WeightPosterior):
         The mixture wraps the first posterior's model (its weights are what
         `sampling_mode(..., "mean")` uses); copy `s` of a Monte-Carlo pass
         draws from component `s mod M`, so ask for a multiple of M samples to
-        weight the components equally.
+        weight the components equally. The weights the components do not draw
+        must be equal, so a mixture of separate runs needs `subset="all"`;
+        runs of a model with batch norm give `SampleSet`s, mixed by
+        `SampleSet.mixture`.
 
         Args:
             posteriors: `SWAGPosterior`s (at least 2) over variables of the
@@ -119,6 +123,7 @@ class SWAGPosterior(WeightPosterior):
                 "`posteriors` must be a list of at least 2 SWAGPosterior objects; received "
                 f"{posteriors!r}."
             )
+        check_mixable(posteriors)
         first = posteriors[0]
         for p in posteriors[1:]:
             shapes = [tuple(v.shape) for v in p.random_variables]

@@ -47,6 +47,7 @@ from tfp_deepgen.layers.base import StochasticLayer
 __all__ = [
     "PosteriorDraws",
     "WeightPosterior",
+    "check_mixable",
     "checked_variable_indices",
     "flat_values",
     "split_flat",
@@ -103,6 +104,47 @@ def checked_variable_indices(model, variable_indices=None):
             f"received {variable_indices!r}."
         )
     return indices
+
+
+def check_mixable(posteriors, argument="posteriors"):
+    """Checks that `posteriors` can form one mixture over the first one's model.
+
+    A mixture draws only the variables each component draws and takes every
+    other weight from the first component's model. So the components must
+    draw the same positions of models of one architecture, and the floating
+    weights they do not draw (a body under a last-layer posterior, batch-norm
+    statistics) must be equal in every component's model.
+
+    Raises:
+        ValueError: Naming `argument`, when they cannot.
+    """
+    first = posteriors[0]
+    weights = first.model.weights
+    drawn = set(first.variable_indices)
+    for other in posteriors[1:]:
+        others = other.model.weights
+        if other.variable_indices != first.variable_indices or [tuple(v.shape) for v in others] != [
+            tuple(v.shape) for v in weights
+        ]:
+            raise ValueError(
+                f"`{argument}` must draw the same variables of models of one architecture; "
+                f"{other.name!r} differs from {first.name!r}."
+            )
+        for i, (mine, theirs) in enumerate(zip(weights, others, strict=True)):
+            if i in drawn or other.model is first.model:
+                continue
+            if not keras.backend.is_float_dtype(mine.dtype):
+                continue  # seed-generator state, step counters
+            if not np.array_equal(
+                keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs)
+            ):
+                raise ValueError(
+                    f"`{argument}` must agree on the weights they do not draw, which the mixture "
+                    f"takes from the first model; {mine.path!r} differs between {first.name!r} "
+                    f"and {other.name!r} (a last-layer posterior of separate runs, or batch-norm "
+                    "statistics). Draw every weight that differs (subset='all', batch-norm "
+                    "statistics refreshed per sample)."
+                )
 
 
 def flat_values(variables):
