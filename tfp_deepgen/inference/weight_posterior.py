@@ -195,6 +195,10 @@ class WeightPosterior(keras.Model):
     """
 
     def __init__(self, model, seed=None, **kwargs):
+        # Under a mixed policy Keras would autocast the posterior's own state
+        # (moments, factors, samples) to float16 inside `call`; it stays
+        # float32, and the wrapped model computes in its own policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not isinstance(model, keras.Model) or not model.built:
             raise ValueError(
