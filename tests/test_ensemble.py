@@ -141,6 +141,48 @@ def test_adversarial_loss_is_the_fast_gradient_sign_formula():
     assert np.all(np.isfinite(history.history["loss"]))
 
 
+def _two_input_linear():
+    features = keras.Input((2,), name="features")
+    group = keras.Input((1,), dtype="int32", name="group")
+    offset = keras.layers.Flatten()(keras.layers.Embedding(3, 1)(group))
+    loc = keras.layers.Add()([keras.layers.Dense(1)(features), offset])
+    outputs = tdg.heads.IndependentNormal(1, scale=SCALE)(loc)
+    return keras.Model({"features": features, "group": group}, outputs)
+
+
+def test_adversarial_training_perturbs_each_float_input_of_a_dict():
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(16, 2)).astype("float32")
+    group = rng.integers(0, 3, size=(16, 1)).astype("int32")
+    y = (x @ rng.normal(size=(2, 1)) + 0.2 * rng.normal(size=(16, 1))).astype("float32")
+    epsilon = 0.05
+    ensemble = _compiled(
+        tdg.inference.DeepEnsemble(
+            _two_input_linear, members=2, adversarial_epsilon=epsilon, seed=15
+        )
+    )
+    inputs = {"features": x, "group": group}
+    step = epsilon * (x.max(0) - x.min(0))
+    expected = 0.0
+    for member in ensemble.members:
+        dense = next(v for v in member.layers if isinstance(v, keras.layers.Dense))
+        embedding = next(v for v in member.layers if isinstance(v, keras.layers.Embedding))
+        w, b = (v.numpy().astype("float64") for v in dense.trainable_variables)
+        offset = embedding.embeddings.numpy().astype("float64")[group[:, 0]]
+
+        def nll(features, w=w, b=b, offset=offset):
+            r = y - features @ w - b - offset
+            return np.mean(0.5 * (r / SCALE) ** 2 + np.log(SCALE) + 0.5 * np.log(2 * np.pi))
+
+        residual = y - x @ w - b - offset
+        # The features move by the sign of their gradient; the integer group ids stay.
+        expected += 0.5 * (nll(x) + nll(x - step * np.sign(residual * w[:, 0])))
+    loss = float(ensemble.compute_loss(inputs, y, training=True))
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    history = ensemble.fit(inputs, y, epochs=2, batch_size=8, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
 def test_backup_and_restore_resumes_exactly(tmp_path):
     x, y = _data(6)
     settings = {"batch_size": 16, "epochs": 2, "shuffle": False, "verbose": 0}

@@ -25,9 +25,10 @@ fast-gradient-sign examples `x' = x + eps * sign(grad_x loss_m(x, y))`,
 axis) over the training batch, and minimises `(loss_m(x) + loss_m(x')) / 2`:
 the paper's `loss(x) + loss(x')` halved, which keeps the loss on the scale
 of plain training and counts regularisation losses once. The paper uses
-`adversarial_epsilon=0.01`. It needs one input tensor (not a dict or list)
-and costs a second forward and backward pass per member; evaluation reports
-the clean loss.
+`adversarial_epsilon=0.01`. With several inputs (a dict or list) every
+floating-point input is perturbed by its own gradient's sign; integer inputs
+(token ids) are left as they are. It costs a second forward and backward
+pass per member; evaluation reports the clean loss.
 
 Example:
 
@@ -172,9 +173,9 @@ class DeepEnsemble(WeightPosterior):
         weights = None if sample_weight is None else [sample_weight] * self.num_members
         if not training or self.adversarial_epsilon is None:
             return super().compute_loss(x, targets, y_pred, weights, training=training)
-        copies = [tf.identity(x) for _ in self.members]
+        copies = [tf.nest.map_structure(tf.identity, x) for _ in self.members]
         with tf.GradientTape() as tape:
-            tape.watch(copies)
+            tape.watch([t for t in tf.nest.flatten(copies) if t.dtype.is_floating])
             clean = [
                 member(c, training=True) for member, c in zip(self.members, copies, strict=True)
             ]
@@ -182,7 +183,8 @@ class DeepEnsemble(WeightPosterior):
         # The total's gradient with respect to member m's copy is member m's own.
         gradients = tape.gradient(clean_loss, copies)
         perturbed = [
-            self.adversarial_examples(c, g) for c, g in zip(copies, gradients, strict=True)
+            tf.nest.map_structure(self.adversarial_examples, c, g)
+            for c, g in zip(copies, gradients, strict=True)
         ]
         adversarial = [
             member(p, training=True) for member, p in zip(self.members, perturbed, strict=True)
@@ -191,8 +193,14 @@ class DeepEnsemble(WeightPosterior):
         return 0.5 * (clean_loss + adversarial_loss)
 
     def adversarial_examples(self, x, gradient):
-        """`x + eps * sign(gradient)`, `eps` = `adversarial_epsilon` x feature batch range."""
+        """`x + eps * sign(gradient)`, `eps` = `adversarial_epsilon` x feature batch range.
+
+        An input without a gradient (integer ids, an input the loss does not
+        reach) is returned as it is.
+        """
         x = tf.convert_to_tensor(x)
+        if gradient is None or not x.dtype.is_floating:
+            return x
         axes = list(range(len(x.shape) - 1))
         spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
         step = tf.cast(self.adversarial_epsilon, x.dtype) * spread * tf.sign(gradient)
