@@ -19,7 +19,9 @@ test example of the held-out class. Each method predicts through
 calibration error (15 bins) and Brier score on the in-distribution test set,
 and the AUROC of telling OOD from in-distribution inputs by the predictive
 entropy and by the mutual information (epistemic part; MAP has none). The
-reliability diagrams go to `examples/output/digits_uncertainty.png`.
+reliability diagrams go to `examples/output/digits_uncertainty.png`, and the
+SWAG posterior's predictive is exported for TF Serving to
+`savedmodels/digits_uncertainty/1`.
 
 Run from the repository root, after `pip install -e ".[examples]"` there:
 
@@ -334,6 +336,13 @@ def main():
     (folder / "digits_uncertainty.md").write_text(table + "\n")
     plot_reliability(probabilities, y_test, rows, folder / "digits_uncertainty.png")
     print(f"\nSaved the table and the reliability diagrams to {folder}/digits_uncertainty.*")
+    if "swag" in posteriors:
+        # The SWAG posterior draws its weights in the graph: the export carries
+        # the moments and serves the Monte-Carlo predictive without tfp_deepgen.
+        path = _cli.export(
+            posteriors["swag"][0], "digits_uncertainty", args.quick, num_samples=NUM_SAMPLES
+        )
+        print(f"Exported the SWAG posterior's predictive (S={NUM_SAMPLES}) to {path}")
     print(f"Total time: {time.perf_counter() - start:.1f} s")
 
 
