@@ -1,5 +1,6 @@
 """Runs the head battery (tests/conformance.py) on every distribution-output head."""
 
+import numpy as np
 from conformance import HeadCase, head_battery
 
 from tfp_deepgen import heads
@@ -28,6 +29,11 @@ CASES = [
         lambda rng, n: rng.binomial(1, 0.3, (n, 3)).astype("float32"),
     ),
     HeadCase(heads.Categorical, {"num_classes": 4}, lambda rng, n: rng.randint(0, 4, n)),
+    HeadCase(
+        heads.OneHotCategorical,
+        {"num_classes": 4},
+        lambda rng, n: np.eye(4, dtype="float32")[rng.randint(0, 4, n)],
+    ),
     HeadCase(heads.Poisson, {"event_size": 2}, _counts(2)),
     HeadCase(heads.NegativeBinomial, {}, _counts(1)),
     HeadCase(heads.Gamma, {"event_size": 2}, lambda rng, n: rng.gamma(2.0, 1.0, (n, 2))),

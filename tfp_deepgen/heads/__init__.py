@@ -21,6 +21,7 @@ from tfp_deepgen.heads.discrete import (
     Categorical,
     IndependentBernoulli,
     NegativeBinomial,
+    OneHotCategorical,
     Poisson,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "IndependentNormal",
     "IndependentBernoulli",
     "Categorical",
+    "OneHotCategorical",
     "Poisson",
     "NegativeBinomial",
     "Gamma",

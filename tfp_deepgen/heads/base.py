@@ -36,7 +36,8 @@ class DistributionHead(keras.layers.Layer):
     derived from `distribution(params)`, so a subclass that only defines its
     distribution works with the predictive, the metrics and the VAEs; a
     classifier sets `kind = "classifier"` (and `integer_labels = True` for
-    one class id per example), a count head `kind = "count"`.
+    one class id per example, `one_hot_labels = True` for one-hot rows), a
+    count head `kind = "count"`.
 
     Example:
 
@@ -57,6 +58,10 @@ class DistributionHead(keras.layers.Layer):
     #: shape `(batch,)` or `(batch, 1)`, no event axis. False where a label
     #: holds `event_size` values per example (reals, 0/1 outputs, counts).
     integer_labels = False
+    #: Whether a label is one class per example as a one-hot row of length
+    #: `event_size` (`OneHotCategorical`): probabilities and entropies are
+    #: those of one categorical variable, not of `event_size` binary ones.
+    one_hot_labels = False
     #: A label inside the support, substituted for invalid ones so that the
     #: log-likelihood (and its gradient) stays finite before it is masked.
     _safe_label = 0.0
@@ -238,7 +243,7 @@ class DistributionHead(keras.layers.Layer):
                [0.3251, 0.3251]])
         """
         p = tf.convert_to_tensor(probabilities)
-        if self.integer_labels:
+        if self.integer_labels or self.one_hot_labels:
             return -tf.reduce_sum(tf.math.xlogy(p, p), -1)
         return -tf.math.xlogy(p, p) - tf.math.xlogy(1.0 - p, 1.0 - p)
 

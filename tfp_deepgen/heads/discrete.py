@@ -105,6 +105,66 @@ class Categorical(DistributionHead):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
+class OneHotCategorical(DistributionHead):
+    """`y ~ OneHotCategorical(softmax(logits))`: `Categorical` with one-hot labels.
+
+    Parameters: `num_classes` logits. Labels are one-hot rows, shape
+    `(batch, num_classes)`: what `tfp.layers.OneHotCategorical` and
+    `keras.losses.CategoricalCrossentropy` take. Samples are one-hot rows too.
+    Probabilities, entropies, ECE and accuracy are those of `Categorical`
+    with the same logits.
+
+    Args:
+        num_classes: Number of classes K >= 2.
+        **kwargs: `name` and the other arguments of `keras.layers.Layer`.
+
+    Example:
+
+    >>> import numpy as np, tfp_deepgen as tdg
+    >>> head = tdg.heads.OneHotCategorical(4)
+    >>> float(head.loss(np.array([[0.0, 0.0, 1.0, 0.0]]), np.zeros((1, 4))))  # -log(1/4)
+    1.3862...
+    """
+
+    kind = "classifier"
+    one_hot_labels = True
+
+    def __init__(self, num_classes, **kwargs):
+        kwargs.pop("event_size", None)
+        num_classes = _validation.positive_int("num_classes", num_classes)
+        if num_classes < 2:
+            raise ValueError(f"`num_classes` must be >= 2. Received: num_classes={num_classes}")
+        super().__init__(num_classes, **kwargs)
+        self.num_classes = num_classes
+        self.support = f"one-hot rows of length {num_classes} (one 1, the rest 0)"
+
+    @staticmethod
+    def params_size(num_classes):
+        return num_classes
+
+    @property
+    def _param_count(self):
+        return self.num_classes
+
+    def _in_support(self, y):
+        binary = (y == 0) | (y == 1)
+        one_one = tf.equal(tf.reduce_sum(tf.where(binary, y, 0.0), -1, keepdims=True), 1.0)
+        return binary & one_one
+
+    def _distribution(self, params):
+        return tfd.OneHotCategorical(logits=params, dtype=tf.float32)
+
+    def probabilities(self, params):
+        """Class probabilities, shape `(..., num_classes)`."""
+        return tf.nn.softmax(tf.convert_to_tensor(params, "float32"))
+
+    def get_config(self):
+        config = super().get_config()
+        del config["event_size"]
+        return {**config, "num_classes": self.num_classes}
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
 class Poisson(DistributionHead):
     """`y ~ Poisson(exp(log_rate))` independently over `event_size` outputs.
 

@@ -59,7 +59,8 @@ def _prepare(y_true, probs, sample_weight=None):
         raise ValueError(
             f"`y_true` of shape {tuple(tf.convert_to_tensor(y_true).shape)} does not match "
             f"`probs` of shape {tuple(probs.shape)}: labels must have shape "
-            f"{tuple(probs.shape[:-1])} or {tuple(probs.shape[:-1]) + (1,)}."
+            f"{tuple(probs.shape[:-1])} or {tuple(probs.shape[:-1]) + (1,)} (class ids; "
+            "for one-hot rows pass their argmax)."
         )
     if labels.dtype.is_floating:
         labels = tf.round(labels)

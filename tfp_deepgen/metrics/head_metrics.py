@@ -13,7 +13,8 @@ fails on their shapes, or, worse, broadcasts into a wrong number.
   binary accuracy at 0.5 and `"auc"` works as usual; for `Categorical` (and
   any head with `integer_labels`), the class probabilities, so `"accuracy"`
   is sparse categorical accuracy against the integer labels the head's loss
-  takes.
+  takes; for `OneHotCategorical` (`one_hot_labels`), categorical accuracy
+  against one-hot rows.
 
 Labels go through the same shape conventions as the head's loss: `(batch,)`
 or `(batch, event_size)` (class ids `(batch,)` or `(batch, 1)`).
@@ -44,6 +45,8 @@ def _accuracy(head, name):
         )
     if head.integer_labels:
         return keras.metrics.SparseCategoricalAccuracy(name=name)
+    if getattr(head, "one_hot_labels", False):
+        return keras.metrics.CategoricalAccuracy(name=name)
     return keras.metrics.BinaryAccuracy(name=name)
 
 
