@@ -1,8 +1,9 @@
 """Runs the conformance battery (tests/conformance.py) on every layer."""
 
+import keras
 from conformance import LayerCase, battery
 
-from tfp_deepgen import layers, priors
+from tfp_deepgen import heads, layers, priors
 
 _MIXTURE = priors.ScaleMixtureNormal(0.5, 1.0, 0.01)
 
@@ -99,4 +100,33 @@ HORSESHOE_CASES = [
     ),
 ]
 
-TestLayerConformance = battery(CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES)
+
+def _head_config(head):
+    # A config, not the head: every layer the battery builds gets its own head.
+    return keras.saving.serialize_keras_object(head)
+
+
+LATENT_CASES = [
+    LayerCase(
+        layers.KLDivergenceAddLoss,
+        {"head": _head_config(heads.IndependentNormal(2, scale="homoscedastic"))},
+        (2,),
+        id="KLDivergenceAddLoss-homoscedastic-normal",
+        served_tolerance=20.0,
+    ),
+    # The Monte-Carlo KL of a prior like _MIXTURE draws per example, so a
+    # mirrored batch split draws other noise than one device: its checks are
+    # in tests/test_kl_divergence_layer.py.
+    LayerCase(
+        layers.KLDivergenceAddLoss,
+        {
+            "head": _head_config(heads.IndependentNormal(2, scale="homoscedastic")),
+            "prior": priors.Normal(0.5, 2.0),
+        },
+        (3, 2),
+        id="KLDivergenceAddLoss-wide-prior-rank3",
+        served_tolerance=20.0,
+    ),
+]
+
+TestLayerConformance = battery(CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES + LATENT_CASES)

@@ -27,6 +27,7 @@ from tfp_deepgen.layers.dense import (
 from tfp_deepgen.layers.dropout import GaussianDropout, MCDropout
 from tfp_deepgen.layers.horseshoe import DenseHorseshoe
 from tfp_deepgen.layers.ibp import IBPDense, IBPGate
+from tfp_deepgen.layers.kl_divergence import KLDivergenceAddLoss
 from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
 from tfp_deepgen.layers.variational_dropout import (
     Conv2DSparseVariationalDropout,
@@ -53,6 +54,7 @@ __all__ = [
     "Conv2DFlipout",
     "Conv3DFlipout",
     "Conv2DLocalReparameterization",
+    "KLDivergenceAddLoss",
     "MCDropout",
     "GaussianDropout",
     "DenseVariationalDropout",
