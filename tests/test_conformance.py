@@ -11,6 +11,19 @@ CASES = [
     LayerCase(layers.DenseReparameterization, {"units": 3}, (5,)),
     LayerCase(layers.DenseFlipout, {"units": 3}, (5,)),
     LayerCase(layers.DenseLocalReparameterization, {"units": 3}, (5,)),
+    LayerCase(layers.DenseVariational, {"units": 3}, (5,)),
+    LayerCase(
+        layers.DenseVariational,
+        {"units": 3, "posterior": "full_covariance", "prior": priors.TrainableNormal()},
+        (2, 5),
+        id="DenseVariational-full-covariance-trainable-prior-rank3",
+    ),
+    LayerCase(
+        layers.DenseVariational,
+        {"units": 2, "prior": priors.TrainableNormal(learn_scale=True), "use_bias": False},
+        (4,),
+        id="DenseVariational-learned-prior-scale-no-bias",
+    ),
     LayerCase(
         layers.DenseFlipout,
         {"units": 3, "kernel_prior": _MIXTURE, "bias_prior": priors.Normal(0.0, 1.0)},

@@ -13,6 +13,7 @@ TensorShape([3, 2])
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -21,8 +22,16 @@ from tfp_deepgen._math import softplus_inverse
 from tfp_deepgen.priors import LogUniform
 
 tfd = tfp.distributions
+tfb = tfp.bijectors
 
-__all__ = ["MeanFieldNormal", "LogVarianceNormal", "MultiplicativeNormal", "softplus_inverse"]
+__all__ = [
+    "FAMILIES",
+    "FullCovarianceNormal",
+    "LogVarianceNormal",
+    "MeanFieldNormal",
+    "MultiplicativeNormal",
+    "softplus_inverse",
+]
 
 #: Floor added to every softplus scale so `log(scale)` in the KL stays finite.
 MIN_SCALE = 1e-8
@@ -97,12 +106,14 @@ class MeanFieldNormal:
         """Posterior standard deviations, float32."""
         return tf.math.softplus(self.untransformed_scale) + MIN_SCALE
 
-    def sample(self, seed):
-        """One reparameterized draw `loc + scale * eps`, float32.
+    def sample(self, seed, num_samples=None):
+        """Reparameterized draws `loc + scale * eps`, float32.
 
+        One draw of shape `shape`, or `num_samples` of them stacked first.
         The noise comes from `tfp_deepgen.random.normal` (Philox bits).
         """
-        eps = random.normal(self.shape, seed)
+        batch = () if num_samples is None else (num_samples,)
+        eps = random.normal((*batch, *self.shape), seed)
         return self.loc + self.scale() * eps
 
     def kl_divergence(self, prior, scale, sample=None):
@@ -235,3 +246,97 @@ class MultiplicativeNormal(MeanFieldNormal):
         _require_log_uniform(prior, type(self).__name__)
         kl = tf.broadcast_to(prior.kl_from_log_alpha(self.log_alpha()), self.shape)
         return tf.reduce_sum(kl)
+
+
+class FullCovarianceNormal:
+    """A multivariate Normal over all the weights: `q(w) = N(loc, L L^T)`.
+
+    Captures the correlations between weights that a mean-field posterior
+    drops (keras-io's "Probabilistic Bayesian Neural Networks" uses it). For n
+    weights it holds `n + n (n + 1) / 2` float32 variables, `{name}_loc` and
+    `{name}_untransformed_scale_tril` (TFP's `FillScaleTriL` layout: the
+    diagonal through softplus + 1e-8), so it suits small layers only; a layer
+    refuses more than `MAX_WEIGHTS`.
+
+    Args:
+        layer: The Keras layer that owns the variables.
+        name: Prefix of the variable names.
+        shape: Shape of the weight tensor (the distribution is over its
+            flattened entries).
+        loc_initializer: Keras initializer of the means (called with `shape`).
+        scale_init: Initial posterior standard deviation of every weight
+            (uncorrelated at the start), > 0.
+        trainable: Whether both variables are trained.
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> layer = keras.layers.Layer()
+    >>> q = tdg.posteriors.FullCovarianceNormal(layer, "kernel", (3, 2))
+    >>> tuple(q.scale_tril().shape)
+    (6, 6)
+    """
+
+    #: Largest number of weights (the scale matrix has n (n + 1) / 2 entries).
+    MAX_WEIGHTS = 2_000
+
+    def __init__(
+        self,
+        layer,
+        name,
+        shape,
+        loc_initializer="glorot_uniform",
+        scale_init=DEFAULT_SCALE_INIT,
+        trainable=True,
+    ):
+        scale_init = _validation.positive_float(f"{name}_posterior_scale_init", scale_init)
+        self.shape = tuple(shape)
+        self.size = int(np.prod(self.shape))
+        if self.size > self.MAX_WEIGHTS:
+            raise ValueError(
+                f"A full-covariance posterior over {self.size} weights holds "
+                f"{self.size * (self.size + 1) // 2} scale parameters; it is limited to "
+                f"{self.MAX_WEIGHTS} weights. Use the mean-field posterior for larger layers."
+            )
+        initializer = keras.initializers.get(loc_initializer)
+        self.loc = _float32_weight(
+            layer,
+            f"{name}_loc",
+            (self.size,),
+            lambda shape, dtype=None: tf.reshape(initializer(self.shape, dtype), shape),
+            trainable,
+        )
+        self._bijector = tfb.FillScaleTriL(diag_bijector=tfb.Softplus(), diag_shift=MIN_SCALE)
+        start = self._bijector.inverse(
+            tf.eye(self.size, dtype="float32") * (scale_init - MIN_SCALE)
+        ).numpy()
+        self.untransformed_scale_tril = _float32_weight(
+            layer,
+            f"{name}_untransformed_scale_tril",
+            start.shape,
+            keras.initializers.Constant(start),
+            trainable,
+        )
+
+    def scale_tril(self):
+        """The lower-triangular factor L of the covariance, `(n, n)`, float32."""
+        return self._bijector.forward(self.untransformed_scale_tril)
+
+    def sample(self, seed, num_samples=None):
+        """Reparameterized draws `loc + L eps`: shape `shape`, or `(num_samples, *shape)`."""
+        batch = [] if num_samples is None else [num_samples]
+        eps = random.normal([*batch, self.size], seed)
+        draws = self.loc + tf.linalg.matvec(self.scale_tril(), eps)
+        return tf.reshape(draws, [*batch, *self.shape])
+
+    def mean(self):
+        """The posterior mean in the weights' shape."""
+        return tf.reshape(self.loc, self.shape)
+
+    def distribution(self):
+        """The posterior as a TFP `MultivariateNormalTriL` over the flattened weights."""
+        return tfd.MultivariateNormalTriL(self.loc, self.scale_tril())
+
+
+#: Posterior families a `tdg.layers.DenseVariational` takes by name.
+FAMILIES = {"mean_field": MeanFieldNormal, "full_covariance": FullCovarianceNormal}

@@ -23,7 +23,7 @@ from tfp_deepgen import _validation
 
 tfd = tfp.distributions
 
-__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "LogUniform", "get"]
+__all__ = ["Prior", "Normal", "ScaleMixtureNormal", "LogUniform", "TrainableNormal", "get"]
 
 # Blundell et al. (2015) report -log(scale2) in {6, 7, 8} working best.
 _DEFAULT_NARROW_SCALE = math.exp(-6)
@@ -258,6 +258,53 @@ class LogUniform(Prior):
         del sample  # the approximation needs no sample
         log_alpha = 2.0 * tf.math.log(scale) - tf.math.log(tf.square(loc) + 1e-8)
         return tf.reduce_sum(self.kl_from_log_alpha(log_alpha))
+
+
+@keras.saving.register_keras_serializable(package="tfp_deepgen")
+class TrainableNormal(Prior):
+    """A Normal prior learned with the network (empirical Bayes).
+
+    `N(m_i, s^2)` on every weight i, where the means m are variables trained
+    with the layer (starting at `loc_init`) and the scale s stays at
+    `scale_init`, or is learned too with `learn_scale=True` (one scale per
+    layer). Maximising the ELBO over them fits the prior to the data, as
+    TFP's regression tutorial does with its `prior_trainable`. Only
+    `tdg.layers.DenseVariational` takes it: the variables live on the layer.
+
+    Args:
+        loc_init: Initial prior mean of every weight.
+        scale_init: Prior standard deviation (initial, if learned), > 0.
+        learn_scale: Whether the scale is learned as well.
+
+    Example:
+
+    >>> import tfp_deepgen as tdg
+    >>> tdg.priors.TrainableNormal(scale_init=1.0).learn_scale
+    False
+    """
+
+    has_analytic_kl = True
+
+    def __init__(self, loc_init=0.0, scale_init=1.0, learn_scale=False):
+        self.loc_init = _validation.finite_float("loc_init", loc_init)
+        self.scale_init = _validation.positive_float("scale_init", scale_init)
+        self.learn_scale = _validation.boolean("learn_scale", learn_scale)
+
+    def distribution(self, shape=(), dtype="float32"):
+        raise ValueError(
+            "TrainableNormal is learned with the layer that holds it: only "
+            "tdg.layers.DenseVariational takes it. Use tdg.priors.Normal elsewhere."
+        )
+
+    def kl_divergence(self, loc, scale, sample=None):
+        self.distribution()  # raises: no fixed prior to compare against
+
+    def get_config(self):
+        return {
+            "loc_init": self.loc_init,
+            "scale_init": self.scale_init,
+            "learn_scale": self.learn_scale,
+        }
 
 
 def get(identifier, argument="prior"):

@@ -24,6 +24,7 @@ from tfp_deepgen.layers.dense import (
     DenseLocalReparameterization,
     DenseReparameterization,
 )
+from tfp_deepgen.layers.dense_variational import DenseVariational
 from tfp_deepgen.layers.dropout import GaussianDropout, MCDropout
 from tfp_deepgen.layers.horseshoe import DenseHorseshoe
 from tfp_deepgen.layers.ibp import IBPDense, IBPGate
@@ -47,6 +48,7 @@ __all__ = [
     "DenseReparameterization",
     "DenseFlipout",
     "DenseLocalReparameterization",
+    "DenseVariational",
     "Conv1DReparameterization",
     "Conv2DReparameterization",
     "Conv3DReparameterization",
