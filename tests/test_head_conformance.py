@@ -1,5 +1,6 @@
 """Runs the head battery (tests/conformance.py) on every distribution-output head."""
 
+import keras
 import numpy as np
 from conformance import HeadCase, head_battery
 
@@ -41,6 +42,30 @@ CASES = [
     HeadCase(heads.StudentT, {"event_size": 2, "df": 4.0}, _real(2), id="StudentT-fixed-df"),
     HeadCase(heads.MixtureNormal, {"num_components": 3, "event_size": 2}, _real(2)),
     HeadCase(heads.MultivariateNormalTriL, {"event_size": 3}, _real(3)),
+    HeadCase(
+        heads.MixtureSameFamily,
+        {
+            "component": keras.saving.serialize_keras_object(heads.IndependentNormal(2)),
+            "num_components": 3,
+        },
+        _real(2),
+        id="MixtureSameFamily-of-IndependentNormal",
+    ),
+    HeadCase(
+        heads.MixtureSameFamily,
+        {"component": keras.saving.serialize_keras_object(heads.Poisson()), "num_components": 2},
+        _counts(1),
+        id="MixtureSameFamily-of-Poisson",
+    ),
+    HeadCase(
+        heads.MixtureSameFamily,
+        {
+            "component": keras.saving.serialize_keras_object(heads.Categorical(4)),
+            "num_components": 2,
+        },
+        lambda rng, n: rng.randint(0, 4, n),
+        id="MixtureSameFamily-of-Categorical",
+    ),
 ]
 
 TestHeadConformance = head_battery(CASES)

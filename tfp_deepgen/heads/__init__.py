@@ -24,6 +24,7 @@ from tfp_deepgen.heads.discrete import (
     OneHotCategorical,
     Poisson,
 )
+from tfp_deepgen.heads.mixture import MixtureSameFamily
 
 __all__ = [
     "DistributionHead",
@@ -37,5 +38,6 @@ __all__ = [
     "Gamma",
     "StudentT",
     "MixtureNormal",
+    "MixtureSameFamily",
     "MultivariateNormalTriL",
 ]
