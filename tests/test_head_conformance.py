@@ -2,9 +2,24 @@
 
 import keras
 import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
 from conformance import HeadCase, head_battery
 
 from tfp_deepgen import heads
+
+tfd = tfp.distributions
+
+
+@keras.saving.register_keras_serializable(package="test_head_conformance")
+def laplace(params):
+    loc, raw_scale = tf.split(params, 2, axis=-1)
+    return tfd.Independent(tfd.Laplace(loc, 1e-3 + tf.math.softplus(raw_scale)), 1)
+
+
+@keras.saving.register_keras_serializable(package="test_head_conformance")
+def categorical(params):
+    return tfd.Categorical(logits=params)
 
 
 def _real(size):
@@ -65,6 +80,23 @@ CASES = [
         },
         lambda rng, n: rng.randint(0, 4, n),
         id="MixtureSameFamily-of-Categorical",
+    ),
+    HeadCase(
+        heads.DistributionLambda,
+        {"make_distribution": laplace, "params_size": 4, "event_size": 2},
+        _real(2),
+        id="DistributionLambda-Laplace",
+    ),
+    HeadCase(
+        heads.DistributionLambda,
+        {
+            "make_distribution": categorical,
+            "params_size": 3,
+            "kind": "classifier",
+            "integer_labels": True,
+        },
+        lambda rng, n: rng.randint(0, 3, n),
+        id="DistributionLambda-Categorical",
     ),
 ]
 

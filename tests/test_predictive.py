@@ -720,11 +720,12 @@ def test_bad_arguments_raise_naming_the_argument():
         predictive.predict(model, x, batch_size=0)
     with pytest.raises(ValueError, match="jit_compile"):
         predictive.predict(model, x, jit_compile="yes")
-    headless = keras.Sequential([keras.Input((1,)), keras.layers.Dense(2)])
-    with pytest.raises(ValueError, match="model"):
-        predictive.predict(headless, x[:, :1])
-    with pytest.raises(ValueError, match="model"):
-        predictive.MonteCarloPredictive(headless)
+    inputs = keras.Input((1,))
+    two_outputs = keras.Model(
+        inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(1)(inputs)]
+    )
+    with pytest.raises(ValueError, match="`model` must have one output"):
+        predictive.predict(two_outputs, x[:, :1])
 
 
 # --------------------------------------------------------------------------
@@ -823,19 +824,16 @@ def test_predict_takes_a_dict_or_list_of_inputs_as_the_model_does():
         predictive.predict(model, {"a": x["a"], "b": x["b"][:4]})
 
 
-def test_a_model_without_a_final_head_is_told_what_to_add():
-    advice = (
-        "`head = tdg.heads.IndependentNormal(event_size)` after "
-        "`keras.layers.Dense(head.input_size)`"
-    )
+def test_a_model_without_a_final_head_gets_point_predictions():
+    """Its output is a point prediction: the spread over samples is all epistemic."""
     dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="last")])
     inputs = keras.Input((3,))
     functional = keras.Model(inputs, keras.layers.Dense(2, name="last")(inputs))
+    x = np.ones((2, 3), np.float32)
     for model in (dense, functional):
-        with pytest.raises(ValueError) as raised:
-            predictive.predict(model, np.ones((2, 3), np.float32))
-        assert "its last layer is a Dense ('last')" in str(raised.value)
-        assert advice in str(raised.value)
+        out = predictive.predict(model, x, num_samples=3)
+        np.testing.assert_allclose(out["mean"], model(x), rtol=1e-6)
+        np.testing.assert_array_equal(out["stddev"], 0.0)  # deterministic weights
     # A head inside a nested model is found.
     head = heads.IndependentNormal(1)
     body = keras.Sequential([keras.Input((3,)), layers.DenseFlipout(head.input_size), head])

@@ -9,7 +9,7 @@ distribution and `head.loss` its negative log-likelihood:
 >>> model.compile("adam", loss=head.loss)
 """
 
-from tfp_deepgen.heads.base import DistributionHead, final_head
+from tfp_deepgen.heads.base import DistributionHead, final_head, final_layer
 from tfp_deepgen.heads.continuous import (
     Gamma,
     IndependentNormal,
@@ -24,11 +24,23 @@ from tfp_deepgen.heads.discrete import (
     OneHotCategorical,
     Poisson,
 )
+from tfp_deepgen.heads.distribution_lambda import DistributionLambda
+from tfp_deepgen.heads.distribution_model import DistributionModel
 from tfp_deepgen.heads.mixture import MixtureSameFamily
+from tfp_deepgen.heads.plain_outputs import (
+    BernoulliProbabilities,
+    CategoricalProbabilities,
+    PointPrediction,
+    output_head,
+)
 
 __all__ = [
     "DistributionHead",
     "final_head",
+    "final_layer",
+    "output_head",
+    "DistributionModel",
+    "DistributionLambda",
     "IndependentNormal",
     "IndependentBernoulli",
     "Categorical",
@@ -40,4 +52,7 @@ __all__ = [
     "MixtureNormal",
     "MixtureSameFamily",
     "MultivariateNormalTriL",
+    "PointPrediction",
+    "CategoricalProbabilities",
+    "BernoulliProbabilities",
 ]

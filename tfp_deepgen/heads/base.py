@@ -402,13 +402,50 @@ _ADD_A_HEAD = (
 )
 
 
-def final_head(model, argument="model", allowed=DistributionHead):
-    """The head that computes `model`'s output, looking through nested models.
+def final_layer(model, argument="model"):
+    """The layer that computes `model`'s single output, looking through nested models.
 
     A functional model's last operation (the one computing its output: Keras
     orders `model.operations` so) is followed, else the last layer (a
     Sequential or subclassed model), into nested models until a layer that is
     not a model is reached.
+
+    Args:
+        model: A Keras model.
+        argument: The caller's name for `model`, used in errors.
+
+    Returns:
+        The layer, or None for a model without layers.
+
+    Raises:
+        ValueError: naming `argument` when `model` has several outputs.
+
+    Example:
+
+    >>> import keras, tfp_deepgen as tdg
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    >>> tdg.heads.final_layer(model).name
+    'out'
+    """
+    layer = model
+    while isinstance(layer, keras.Model):
+        outputs = None if isinstance(layer, keras.Sequential) else getattr(layer, "outputs", None)
+        if outputs and len(outputs) > 1:
+            raise ValueError(
+                f"`{argument}` must have one output, the head's parameters; {layer.name!r} "
+                f"has {len(outputs)}. Use a model that ends in a single tfp_deepgen head."
+            )
+        if outputs and isinstance(layer, keras.Function):
+            layer = layer.operations[-1]
+        else:
+            layer = layer.layers[-1] if layer.layers else None
+    return layer
+
+
+def final_head(model, argument="model", allowed=DistributionHead):
+    """The head that computes `model`'s output, looking through nested models.
+
+    The layer `final_layer(model)` finds, checked to be a head.
 
     Args:
         model: A Keras model.
@@ -427,18 +464,7 @@ def final_head(model, argument="model", allowed=DistributionHead):
     >>> tdg.heads.final_head(model) is head
     True
     """
-    layer = model
-    while isinstance(layer, keras.Model):
-        outputs = None if isinstance(layer, keras.Sequential) else getattr(layer, "outputs", None)
-        if outputs and len(outputs) > 1:
-            raise ValueError(
-                f"`{argument}` must have one output, the head's parameters; {layer.name!r} "
-                f"has {len(outputs)}. Use a model that ends in a single tfp_deepgen head."
-            )
-        if outputs and isinstance(layer, keras.Function):
-            layer = layer.operations[-1]
-        else:
-            layer = layer.layers[-1] if layer.layers else None
+    layer = final_layer(model, argument)
     if isinstance(layer, allowed):
         return layer
     names = (

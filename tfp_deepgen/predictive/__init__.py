@@ -1,4 +1,4 @@
-"""Monte-Carlo predictive distribution of a model that ends in a head.
+"""Monte-Carlo predictive distribution of a model, usually one that ends in a head.
 
 `p(y | x) ~= 1/S sum_s p(y | NN(x; W_s))` with `W_s` independent posterior
 samples, computed in one graph: the batch is stacked `S` times and run once

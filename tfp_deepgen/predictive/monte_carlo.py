@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_deepgen import _validation
-from tfp_deepgen.heads import final_head
+from tfp_deepgen.heads import output_head
 from tfp_deepgen.layers.base import StackedBatch, inference_state, int32_seed
 from tfp_deepgen.layers.scale_snapshot import PosteriorScaleSnapshot
 from tfp_deepgen.predictive.inputs import checked_inputs
@@ -57,7 +57,12 @@ class MonteCarloPredictive:
     and `samples` (shape `(batch, num_samples, ...)`).
 
     Args:
-        model: A Keras model whose last layer is a `tfp_deepgen.heads` head.
+        model: A Keras model with one output, ending in a
+            `tfp_deepgen.heads` head. A model without one is read by
+            `tdg.heads.output_head`: a softmax output as class probabilities,
+            a sigmoid as binary ones, anything else as a point prediction
+            (then the predictive variance is the outputs' spread over
+            posterior samples, all epistemic; `aleatoric_variance` is 0).
         num_samples: Number of posterior samples S.
         quantiles: Levels in (0, 1) of the predictive quantiles.
         seed: Seed of the label draws in `samples` (the layers' weight draws
@@ -258,7 +263,7 @@ class MonteCarloPredictive:
 
 def _settings(model, num_samples, quantiles, target_mean, target_stddev):
     """Validated `(head, num_samples, quantiles, target_mean, target_stddev)`."""
-    head = final_head(model)
+    head = output_head(model)
     num_samples = _validation.positive_int("num_samples", num_samples)
     quantiles = tuple(_validation.open_unit_float("quantiles", q) for q in quantiles)
     if not quantiles:
