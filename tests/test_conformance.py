@@ -41,6 +41,17 @@ CASES = [
         {"filters": 3, "kernel_size": 3, "dilation_rate": 2, "bias_prior": _MIXTURE},
         (7, 7, 2),
     ),
+    LayerCase(
+        layers.VariationalGaussianProcess,
+        {
+            "units": 2,
+            "num_inducing_points": 5,
+            "kernel": "matern_three_halves",
+            "amplitude_init": 0.1,
+            "mean": "constant",
+        },
+        (3,),
+    ),
 ]
 
 DROPOUT_CASES = [

@@ -35,6 +35,7 @@ from tfp_deepgen.layers.variational_dropout import (
     DenseSparseVariationalDropout,
     DenseVariationalDropout,
 )
+from tfp_deepgen.layers.variational_gp import VariationalGaussianProcess
 
 __all__ = [
     "StochasticLayer",
@@ -66,4 +67,5 @@ __all__ = [
     "IBPDense",
     "DenseHorseshoe",
     "PosteriorScaleSnapshot",
+    "VariationalGaussianProcess",
 ]
