@@ -87,7 +87,10 @@ class VariationalGaussianProcess(VariationalLayer):
             constant per output, initially 0).
         variational_scale_init: Initial diagonal of `S`; 1 (the default)
             starts `q` at the prior, KL 0.
-        jitter: Added to the diagonal of `K(Z, Z)` before its Cholesky, >= 0.
+        jitter: `jitter * amplitude**2` is added to the diagonal of `K(Z, Z)`
+            before its Cholesky, >= 0: relative to the prior variance, so a
+            kernel whose amplitude or length scale grows in training keeps a
+            factorable matrix in float32.
         kl_weight: Multiplier of the KL term; `1 / num_training_examples`
             makes the loss the negative ELBO per example.
         sampling: `"sample"` (draw `f`) or `"mean"` (the posterior mean).
@@ -238,7 +241,10 @@ class VariationalGaussianProcess(VariationalLayer):
     def _inducing_cholesky(self, kernel, dtype):
         z = tf.cast(self.inducing_points, dtype)
         kzz = kernel.matrix(z, z)
-        kzz += tf.cast(self.jitter, dtype) * tf.eye(self.num_inducing_points, dtype=dtype)
+        # Relative to the prior variance, so that a grown amplitude keeps K(Z, Z)'s
+        # condition number (at most about m / jitter) within float32's reach.
+        jitter = tf.cast(self.jitter, dtype) * tf.square(tf.cast(kernel.amplitude, dtype))
+        kzz += jitter * tf.eye(self.num_inducing_points, dtype=dtype)
         return tf.linalg.cholesky(kzz)
 
     def posterior_marginals(self, x):
