@@ -775,3 +775,13 @@ def test_a_subclassed_head_trains_checks_labels_and_round_trips(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded(x[:4]), params, rtol=1e-6)
+
+
+def test_multivariate_normal_scale_is_tfps_fill_scale_tril():
+    """Our static-mask construction equals TFP's FillScaleTriL, entry for entry."""
+    rng = np.random.default_rng()
+    head = heads.MultivariateNormalTriL(4, min_scale=1e-3, scale_slope=0.7)
+    params = rng.normal(size=(6, head.input_size)).astype("float32")
+    diagonal = tfp.bijectors.Chain([tfp.bijectors.Softplus(), tfp.bijectors.Scale(0.7)])
+    expected = tfp.bijectors.FillScaleTriL(diagonal, diag_shift=1e-3)(params[:, 4:])
+    np.testing.assert_allclose(head.distribution(params).scale.to_dense(), expected, rtol=1e-6)

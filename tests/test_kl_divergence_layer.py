@@ -175,3 +175,25 @@ def test_float_inputs_under_mixed_precision_give_compute_dtype_draws():
     z = layer(tf.ones((3, 4), "bfloat16"))
     assert z.dtype == tf.bfloat16
     assert layer.last_kl.dtype == tf.float32
+
+
+@pytest.mark.parametrize(
+    "head_class", [tdg.heads.IndependentNormal, tdg.heads.MultivariateNormalTriL]
+)
+def test_fits_under_xla_with_a_ragged_last_batch(head_class):
+    """The batch size is unknown to XLA; the full-covariance head once failed to compile."""
+    rng = np.random.default_rng()
+    head = head_class(3)
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(head.input_size),
+            tdg.layers.KLDivergenceAddLoss(head, seed=0),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile("adam", "mse", jit_compile=True)
+    x, y = rng.normal(size=(40, 5)).astype("float32"), rng.normal(size=(40, 1)).astype("float32")
+    batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)  # 16, 16, 8
+    history = model.fit(batches, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

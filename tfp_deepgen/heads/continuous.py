@@ -314,8 +314,12 @@ class MultivariateNormalTriL(DistributionHead):
     def _parts(self, params):
         d = self.event_size
         loc, tril = self._split(params, [d, d * (d + 1) // 2])
-        diagonal = tfb.Chain([tfb.Softplus(), tfb.Scale(self.scale_slope)])
-        return loc, tfb.FillScaleTriL(diagonal, diag_shift=self.min_scale)(tril)
+        # TFP's FillScaleTriL, written with a static mask: its diagonal transform
+        # cannot compile under XLA for a batch of unknown size.
+        matrix = tfp.math.fill_triangular(tril)
+        eye = tf.eye(d, dtype=matrix.dtype)
+        diagonal = positive(matrix, self.min_scale, self.scale_slope)
+        return loc, eye * diagonal + (1.0 - eye) * matrix
 
     def _distribution(self, params):
         loc, scale_tril = self._parts(params)

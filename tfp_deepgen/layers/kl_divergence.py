@@ -77,9 +77,11 @@ class KLDivergenceAddLoss(VariationalLayer):
     size `head.input_size`, it passes on a reparameterized draw of the latent
     (shape `(batch, head.event_size)`), or its mean under
     `sampling="mean"`. The KL is averaged over the batch, so `kl_weight=1`
-    with a per-example reconstruction loss is the negative ELBO per example
-    (tfp.layers sums it over the batch instead; `kl_weight=batch_size`
-    reproduces that). In a Monte-Carlo pass each copy draws its own latent and
+    with a per-example reconstruction loss is the negative ELBO per example.
+    That is what tfp.layers' `activity_regularizer=KLDivergenceRegularizer`
+    gives too (tf_keras divides activity regularizers by the batch size);
+    a `tfpl.KLDivergenceAddLoss` layer adds the batch total instead, which
+    `kl_weight=batch_size` reproduces. In a Monte-Carlo pass each copy draws its own latent and
     no KL is added.
 
     Args:
