@@ -15,17 +15,25 @@ import pytest
 pytest.importorskip("sklearn")
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-SCRIPTS = sorted(path for path in EXAMPLES.glob("*.py") if not path.name.startswith("_"))
+SCRIPTS = sorted(
+    path
+    for path in [*EXAMPLES.glob("*.py"), *EXAMPLES.glob("tfp_layers/*.py")]
+    if not path.name.startswith("_")
+)
+
+
+def _relative(script):
+    return script.relative_to(EXAMPLES).as_posix()
 
 
 def test_every_example_is_listed_in_the_readme():
     readme = (EXAMPLES / "README.md").read_text()
     assert len(SCRIPTS) >= 9
     for script in SCRIPTS:
-        assert f"examples/{script.name}" in readme, script.name
+        assert f"examples/{_relative(script)}" in readme, script.name
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda path: _relative(path)[:-3])
 def test_help_documents_every_option(script, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(EXAMPLES))  # the scripts import _cli, _figures, ...
     namespace = runpy.run_path(str(script))  # as a module: its __main__ block does not run
@@ -42,7 +50,7 @@ def test_help_documents_every_option(script, monkeypatch, capsys):
         parser.parse_args(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert f"python examples/{script.name}" in text
+    assert f"python examples/{_relative(script)}" in text
     assert "--quick" in text
 
 

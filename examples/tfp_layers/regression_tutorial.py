@@ -1,4 +1,4 @@
-"""TFP's "Probabilistic Layers Regression" tutorial, all five cases, ported to tfp_deepgen on Keras 3.
+"""TFP's "Probabilistic Layers Regression" tutorial, all five cases, ported to tfp_deepgen.
 
 Fits y = 0.125 x (1 + sin x) + 5 + noise (150 points, x in [-20, 60], noise
 growing with x) four ways, as the tutorial does: (1) a line with unit noise,
