@@ -186,9 +186,14 @@ def test_versions_follow_tf_serving_layout(tmp_path):
 
 
 def test_bad_models_are_refused(tmp_path):
-    no_head = keras.Sequential([keras.Input((3,)), tdg.layers.DenseFlipout(2)])
-    with pytest.raises(ValueError, match="must end in a tfp_deepgen.heads head"):
-        tdg.export.export_saved_model(no_head, tmp_path)
+    # A model without a head exports as point predictions (test_plain_outputs.py);
+    # one with two outputs has no single predictive.
+    inputs = keras.Input((3,))
+    two_outputs = keras.Model(
+        inputs, [keras.layers.Dense(2)(inputs), keras.layers.Dense(1)(inputs)]
+    )
+    with pytest.raises(ValueError, match="`model` must have one output"):
+        tdg.export.export_saved_model(two_outputs, tmp_path)
     with pytest.raises(ValueError, match="`num_samples`"):
         tdg.export.export_saved_model(_regression_model(), tmp_path, num_samples=0)
 
