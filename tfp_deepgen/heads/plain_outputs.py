@@ -26,6 +26,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_deepgen.heads.base import DistributionHead, final_layer
+from tfp_deepgen.heads.discrete import Categorical, IndependentBernoulli
 
 tfd = tfp.distributions
 
@@ -66,10 +67,10 @@ class PointPrediction(DistributionHead):
 
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class CategoricalProbabilities(DistributionHead):
-    """One class per example, from class probabilities (a softmax output).
+class CategoricalProbabilities(Categorical):
+    """`Categorical` read from class probabilities (a softmax output) instead of logits.
 
-    Labels are class ids, as for `tdg.heads.Categorical` (which takes logits).
+    Labels are class ids, as for `tdg.heads.Categorical`.
 
     Args:
         num_classes: Number of classes, the size of the output.
@@ -83,37 +84,16 @@ class CategoricalProbabilities(DistributionHead):
     array([[0.25, 0.75]], dtype=float32)
     """
 
-    kind = "classifier"
-    integer_labels = True
-
-    def __init__(self, num_classes, **kwargs):
-        kwargs.pop("event_size", None)
-        super().__init__(1, **kwargs)
-        self.num_classes = num_classes
-        self.support = f"class ids 0, ..., {num_classes - 1}"
-
-    @property
-    def _param_count(self):
-        return self.num_classes
-
     def _distribution(self, params):
-        return tfd.Categorical(probs=_floored(params))
+        return tfd.Categorical(probs=_floored(params), dtype=tf.float32)
 
     def probabilities(self, params):
         return tf.convert_to_tensor(params, "float32")
 
-    def _in_support(self, y):
-        return (y >= 0) & (y < self.num_classes) & tf.equal(y, tf.round(y))
-
-    def get_config(self):
-        config = super().get_config()
-        del config["event_size"]
-        return {**config, "num_classes": self.num_classes}
-
 
 @keras.saving.register_keras_serializable(package="tfp_deepgen")
-class BernoulliProbabilities(DistributionHead):
-    """`event_size` binary outputs, from `P(y = 1)` per output (a sigmoid output).
+class BernoulliProbabilities(IndependentBernoulli):
+    """`IndependentBernoulli` read from `P(y = 1)` per output (a sigmoid output).
 
     Args:
         event_size: Number of binary outputs per example.
@@ -127,21 +107,11 @@ class BernoulliProbabilities(DistributionHead):
     -0.6931471824645996
     """
 
-    kind = "classifier"
-    support = "0 or 1 (or a probability in [0, 1])"
-
-    @property
-    def _param_count(self):
-        return self.event_size
-
     def marginal(self, params):
-        return tfd.Bernoulli(probs=_floored(params), dtype="float32")
+        return tfd.Bernoulli(probs=_floored(params), dtype=tf.float32)
 
     def probabilities(self, params):
         return tf.convert_to_tensor(params, "float32")
-
-    def _in_support(self, y):
-        return (y >= 0.0) & (y <= 1.0)
 
 
 def _floored(probabilities):
