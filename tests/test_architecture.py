@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "tfp_deepgen"
 
 # Lower numbers are lower layers; a module may import its own layer or below.
 LAYERS = {
-    0: ["_math", "_untracked", "_validation", "random", "stick_breaking", "losses"],
+    0: ["_math", "_untracked", "_validation", "random", "stick_breaking", "losses", "distribute"],
     1: ["priors", "heads"],
     2: ["posteriors"],
     3: ["layers"],

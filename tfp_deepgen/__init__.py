@@ -16,6 +16,7 @@ if _keras.backend.backend() != "tensorflow":
 from tfp_deepgen import (  # noqa: E402
     callbacks,
     datasets,
+    distribute,
     export,
     heads,
     inference,
@@ -32,11 +33,15 @@ from tfp_deepgen import (  # noqa: E402
     structure,
 )
 
+# Keras 3 cannot fit() on several workers without it; a no-op elsewhere.
+distribute.enable_multi_worker_fit()
+
 __version__ = "0.1.0"
 
 __all__ = [
     "callbacks",
     "datasets",
+    "distribute",
     "export",
     "heads",
     "inference",

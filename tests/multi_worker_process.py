@@ -1,0 +1,232 @@
+"""One worker of a loopback `MultiWorkerMirroredStrategy` cluster, for the tests.
+
+`tests/test_multi_worker.py` starts one process per worker:
+
+    python tests/multi_worker_process.py SCENARIO OUT_DIR
+
+with `TF_CONFIG` naming the cluster (127.0.0.1 ports) and this worker's index.
+Every scenario writes `OUT_DIR/<name>-<index>.npz` for the test to compare.
+
+Scenarios:
+- `fit`: each model of `MODELS` trains with plain `fit()` in
+  `sampling_mode("mean")`, recording its initial weights, the `evaluate` logs,
+  the per-step losses and the weights after every step; then each worker
+  records a layer's sampling noise, which must differ between workers.
+- `unpatched`: the same `fit()` on Keras's own trainer code
+  (`tdg.distribute.disable_multi_worker_fit()`); writes whether it failed.
+- `resume`: a Bayesian MLP under `keras.callbacks.BackupAndRestore`, sampling
+  noise on. With `KILL_AT=epoch,step` in the environment, worker 1 kills
+  itself (`os._exit`) at that step, mid-epoch; the test then restarts the
+  cluster on the same backup directory.
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import tfp_deepgen as tdg  # noqa: E402
+
+NUM_EXAMPLES, DATA_DIM, LATENT_DIM = 16, 6, 2
+GLOBAL_BATCH = 8
+EPOCHS = 2
+
+
+def _network(input_dim, head=None, units=4):
+    inputs = keras.Input((input_dim,))
+    h = keras.layers.Dense(units, activation="tanh")(inputs)
+    outputs = head(keras.layers.Dense(head.input_size)(h)) if head else keras.layers.Dense(1)(h)
+    return keras.Model(inputs, outputs)
+
+
+def bayesian_mlp():
+    kl_weight = 1.0 / NUM_EXAMPLES
+    return keras.Sequential(
+        [
+            keras.Input((DATA_DIM,)),
+            tdg.layers.DenseFlipout(8, activation="tanh", kl_weight=kl_weight),
+            tdg.layers.DenseReparameterization(2, kl_weight=kl_weight),
+            tdg.heads.IndependentNormal(1),
+        ]
+    )
+
+
+def vae():
+    return tdg.models.VAE(
+        _network(DATA_DIM, tdg.heads.IndependentNormal(LATENT_DIM)),
+        _network(LATENT_DIM, tdg.heads.IndependentBernoulli(DATA_DIM)),
+        seed=1,
+    )
+
+
+def gan():
+    # A negligible prior scale makes every replica generate the same points
+    # (the GAN's latents have no "mean" mode), so the losses can be compared
+    # with one process's.
+    return tdg.models.GAN(
+        _network(LATENT_DIM),
+        _network(1),
+        LATENT_DIM,
+        loss="least_squares",
+        latent_prior=tdg.priors.Normal(0.0, 1e-12),
+        seed=1,
+    )
+
+
+def data(name):
+    rng = np.random.RandomState(0)
+    x = rng.randn(NUM_EXAMPLES, DATA_DIM).astype("float32")
+    if name == "bayesian_mlp":
+        return x, (x @ rng.randn(DATA_DIM, 1)).astype("float32")
+    if name == "vae":
+        return ((x > 0).astype("float32"),)
+    return (x[:, :1],)
+
+
+def compile_sgd(model, name):
+    if name == "gan":
+        model.compile(
+            generator_optimizer=keras.optimizers.SGD(0.1),
+            discriminator_optimizer=keras.optimizers.SGD(0.1),
+        )
+    elif name == "bayesian_mlp":  # the head's NLL, plus the layers' KL terms
+        model.compile(keras.optimizers.SGD(0.1), loss=model.layers[-1].loss)
+    else:
+        model.compile(keras.optimizers.SGD(0.1))
+
+
+MODELS = {"bayesian_mlp": bayesian_mlp, "vae": vae, "gan": gan}
+
+
+class RecordSteps(keras.callbacks.Callback):
+    """The loss and every weight after each training step."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses, self.weights = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+def new_model(name):
+    """The model, built and compiled: call it in the strategy's scope.
+
+    Compiling in the scope matters: the loss tracker `compile` creates must be
+    a distributed variable for the logs to cover every worker's examples.
+    """
+    keras.utils.set_random_seed(0)
+    model = MODELS[name]()
+    if not model.built:  # the GAN builds its players in __init__
+        model(data(name)[0])
+    compile_sgd(model, name)
+    return model
+
+
+def train(model, name):
+    """`evaluate` then `fit` in `sampling_mode("mean")`; returns the records."""
+    x = data(name)
+    steps = RecordSteps()
+    initial = [w.copy() for w in model.get_weights()]
+    with tdg.layers.sampling_mode(model, "mean"):
+        logs = model.evaluate(*x, batch_size=GLOBAL_BATCH, verbose=0, return_dict=True)
+        model.fit(
+            *x, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[steps]
+        )
+    record = {f"initial/{i}": w for i, w in enumerate(initial)}
+    record.update({"evaluate/" + key: np.float64(value) for key, value in logs.items()})
+    record["losses"] = np.array(steps.losses)
+    for step, weights in enumerate(steps.weights):
+        record.update({f"step{step}/{i}": w for i, w in enumerate(weights)})
+    return record
+
+
+def noise(strategy):
+    """One flipout layer's output in sampling mode, on this worker's replica."""
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        layer = tdg.layers.DenseFlipout(4)
+        layer.build((None, 3))
+
+    @tf.function
+    def forward():
+        return strategy.run(lambda: layer(tf.ones((2, 3)), training=True))
+
+    return strategy.experimental_local_results(forward())[0].numpy()
+
+
+def run_fit(strategy, out):
+    for name in MODELS:
+        with strategy.scope():
+            model = new_model(name)
+        np.savez(out % name, **train(model, name))
+    np.savez(out % "noise", noise=noise(strategy))
+
+
+def run_unpatched(strategy, out):
+    tdg.distribute.disable_multi_worker_fit()
+    with strategy.scope():
+        model = new_model("bayesian_mlp")
+    try:
+        train(model, "bayesian_mlp")
+        error = ""
+    except Exception as e:  # noqa: BLE001 - the test reads what Keras raised
+        error = f"{type(e).__name__}: {e}"[:2000]
+    np.savez(out % "unpatched", error=np.array(error))
+
+
+class KillAt(keras.callbacks.Callback):
+    """Ends this process abruptly at `(epoch, step)`, as a preempted host would."""
+
+    def __init__(self, epoch, step):
+        super().__init__()
+        self.at, self.epoch = (epoch, step), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os._exit(17)
+
+
+def run_resume(strategy, out, backup_dir):
+    with strategy.scope():
+        model = new_model("bayesian_mlp")
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq=1)]
+    kill_at = os.environ.get("KILL_AT")
+    task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    if kill_at and task == 1:
+        callbacks.append(KillAt(*(int(v) for v in kill_at.split(","))))
+    x = data("bayesian_mlp")
+    history = model.fit(
+        *x, batch_size=GLOBAL_BATCH, epochs=3, shuffle=False, verbose=0, callbacks=callbacks
+    )
+    record = {f"weight/{i}": v.numpy() for i, v in enumerate(model.variables)}
+    record["epochs_run"] = np.array(len(history.history["loss"]))
+    np.savez(out % "resume", **record)
+
+
+def main(scenario, out_dir):
+    task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    out = os.path.join(out_dir, "%s-" + str(task) + ".npz")
+    if scenario == "fit":
+        run_fit(strategy, out)
+    elif scenario == "unpatched":
+        run_unpatched(strategy, out)
+    elif scenario == "resume":
+        run_resume(strategy, out, os.path.join(out_dir, "backup"))
+    else:
+        raise SystemExit(f"unknown scenario {scenario!r}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

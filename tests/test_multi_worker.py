@@ -1,0 +1,168 @@
+"""`fit()` under `MultiWorkerMirroredStrategy`: two worker processes on loopback.
+
+Each test starts a two-worker cluster on 127.0.0.1 (free ports, a time limit,
+every process stopped afterwards) running `tests/multi_worker_process.py`,
+then compares what the workers recorded with each other and with one process
+training the same model on the same global batch.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from multi_worker_process import EPOCHS, GLOBAL_BATCH, MODELS, NUM_EXAMPLES, new_model, train
+
+import tfp_deepgen as tdg
+
+WORKER = pathlib.Path(__file__).with_name("multi_worker_process.py")
+NUM_WORKERS = 2
+TIME_LIMIT_S = 240
+STEPS = EPOCHS * NUM_EXAMPLES // GLOBAL_BATCH
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class Cluster:
+    """`NUM_WORKERS` worker processes of one scenario; stops them all on exit."""
+
+    def __init__(self, scenario, out_dir, env=None):
+        ports = _free_ports(NUM_WORKERS)
+        self.out_dir = pathlib.Path(out_dir)
+        self.logs = [self.out_dir / f"worker{i}.log" for i in range(NUM_WORKERS)]
+        self.processes = []
+        for index in range(NUM_WORKERS):
+            tf_config = {
+                "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
+                "task": {"type": "worker", "index": index},
+            }
+            worker_env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), **(env or {}))
+            with open(self.logs[index], "ab") as log:
+                self.processes.append(
+                    subprocess.Popen(
+                        [sys.executable, str(WORKER), scenario, str(out_dir)],
+                        env=worker_env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+    def wait(self, index, timeout=TIME_LIMIT_S):
+        try:
+            return self.processes[index].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"worker {index} ran over {timeout} s:\n{self.log(index)}")
+
+    def log(self, index):
+        return self.logs[index].read_text(errors="replace")[-4000:]
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def run_cluster(scenario, out_dir, env=None):
+    """Runs the scenario to the end; fails with the logs if a worker failed."""
+    with Cluster(scenario, out_dir, env) as cluster:
+        for index in range(NUM_WORKERS):
+            code = cluster.wait(index)
+            assert code == 0, f"worker {index} exited with {code}:\n{cluster.log(index)}"
+
+
+def records(out_dir, name):
+    return [dict(np.load(out_dir / f"{name}-{i}.npz")) for i in range(NUM_WORKERS)]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("multi_worker_fit")
+    run_cluster("fit", out_dir)
+    return out_dir
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_workers_hold_identical_weights_after_every_step(fitted, name):
+    first, second = records(fitted, name)
+    assert first.keys() == second.keys()
+    assert len(first["losses"]) == STEPS
+    for key in first:
+        np.testing.assert_array_equal(second[key], first[key], err_msg=key)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_fit_matches_one_process_on_the_global_batch(fitted, name):
+    """Same losses, KL terms and updates as one process: the KL counts once."""
+    worker, _ = records(fitted, name)
+    model = new_model(name)
+    initial = [worker[f"initial/{i}"] for i in range(len(model.get_weights()))]
+    model.set_weights(initial)  # the workers' own start (worker 0's, broadcast)
+    expected = train(model, name)
+    assert expected.keys() == worker.keys()
+    for key, value in expected.items():
+        np.testing.assert_allclose(worker[key], value, rtol=2e-5, atol=1e-6, err_msg=key)
+
+
+def test_workers_draw_different_noise(fitted):
+    first, second = records(fitted, "noise")
+    assert np.abs(first["noise"] - second["noise"]).max() > 1e-3
+
+
+def test_the_shim_is_on_exactly_where_keras_fails(tmp_path):
+    """Keras's own trainer must fail on two workers where the shim is applied.
+
+    Fails once Keras fixes multi-worker `fit()`: then set the first fixed
+    version in `tdg.distribute.AFFECTED_KERAS_VERSIONS`, and this test checks
+    that the newer Keras runs unpatched.
+    """
+    with Cluster("unpatched", tmp_path) as cluster:
+        for index in range(NUM_WORKERS):
+            cluster.wait(index)
+    errors = [str(record["error"]) for record in records(tmp_path, "unpatched")]
+    if tdg.distribute.multi_worker_fit_enabled():
+        assert all(errors), (
+            "Keras's own trainer now runs fit() on two workers: the upstream bug "
+            "(keras-team/keras#20585) is fixed in this Keras. Set the first fixed version "
+            "in tdg.distribute.AFFECTED_KERAS_VERSIONS and plan the shim's removal."
+        )
+        assert any("PerReplica" in error for error in errors), errors
+    else:
+        assert not any(errors), errors
+
+
+def test_the_shim_is_version_gated(monkeypatch):
+    """No patch on a Keras outside `AFFECTED_KERAS_VERSIONS`; toggles otherwise."""
+    try:
+        monkeypatch.setattr(tdg.distribute, "AFFECTED_KERAS_VERSIONS", ((3, 0), (3, 0)))
+        tdg.distribute.disable_multi_worker_fit()
+        assert tdg.distribute.enable_multi_worker_fit() is False
+        assert not tdg.distribute.multi_worker_fit_enabled()
+        monkeypatch.setattr(tdg.distribute, "AFFECTED_KERAS_VERSIONS", ((3, 0), None))
+        assert tdg.distribute.enable_multi_worker_fit() is True
+        assert tdg.distribute.enable_multi_worker_fit() is True  # idempotent
+        assert tdg.distribute.multi_worker_fit_enabled()
+    finally:
+        monkeypatch.undo()
+        tdg.distribute.disable_multi_worker_fit()
+        tdg.distribute.enable_multi_worker_fit()
