@@ -14,10 +14,11 @@ Scenarios:
   records a layer's sampling noise, which must differ between workers.
 - `unpatched`: the same `fit()` on Keras's own trainer code
   (`tdg.distribute.disable_multi_worker_fit()`); writes whether it failed.
-- `resume`: a Bayesian MLP under `keras.callbacks.BackupAndRestore`, sampling
-  noise on. With `KILL_AT=epoch,step` in the environment, worker 1 kills
-  itself (`os._exit`) at that step, mid-epoch; the test then restarts the
-  cluster on the same backup directory.
+- `resume`: a Bayesian MLP trains for 3 epochs under
+  `keras.callbacks.BackupAndRestore` (a backup at each epoch's end), its
+  sampling noise on. With `KILL_AT=epoch,step` in the environment, worker 1
+  kills itself (`os._exit(17)`) at that step, mid-epoch; the test then
+  restarts the cluster on the same backup directory.
 """
 
 import json
@@ -200,9 +201,10 @@ class KillAt(keras.callbacks.Callback):
 def run_resume(strategy, out, backup_dir):
     with strategy.scope():
         model = new_model("bayesian_mlp")
-    callbacks = [keras.callbacks.BackupAndRestore(backup_dir, save_freq=1)]
-    kill_at = os.environ.get("KILL_AT")
+    # Keras's BackupAndRestore writes one file per directory: one per worker.
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(backup_dir, f"worker{task}"))]
+    kill_at = os.environ.get("KILL_AT")
     if kill_at and task == 1:
         callbacks.append(KillAt(*(int(v) for v in kill_at.split(","))))
     x = data("bayesian_mlp")

@@ -166,3 +166,27 @@ def test_the_shim_is_version_gated(monkeypatch):
         monkeypatch.undo()
         tdg.distribute.disable_multi_worker_fit()
         tdg.distribute.enable_multi_worker_fit()
+
+
+def test_a_killed_worker_resumes_to_the_uninterrupted_weights(tmp_path):
+    """BackupAndRestore: kill worker 1 mid-epoch, restart both, same end state.
+
+    The backup holds the weights, the optimizer and every layer's seed state,
+    so the resumed run replays the interrupted epoch with the same noise.
+    """
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    uninterrupted.mkdir(), interrupted.mkdir()
+    run_cluster("resume", uninterrupted)
+    with Cluster("resume", interrupted, env={"KILL_AT": "1,1"}) as cluster:
+        assert cluster.wait(1) == 17, cluster.log(1)
+        # The survivor finds its peer gone (a collective fails) and stops too.
+        assert cluster.wait(0) != 0, cluster.log(0)
+    assert (interrupted / "backup" / "worker0" / "training_metadata.json").exists()
+    run_cluster("resume", interrupted)  # the same backup directory, no kill
+    expected, _ = records(uninterrupted, "resume")
+    for resumed in records(interrupted, "resume"):
+        assert int(resumed["epochs_run"]) == 2  # epochs 1 and 2 only: a resume
+        assert resumed.keys() == expected.keys()
+        for key in expected:
+            if key != "epochs_run":
+                np.testing.assert_array_equal(resumed[key], expected[key], err_msg=key)
