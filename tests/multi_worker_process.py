@@ -13,7 +13,7 @@ Scenarios:
   the per-step losses and the weights after every step; then each worker
   records a layer's sampling noise, which must differ between workers.
 - `unpatched`: the same `fit()` on Keras's own trainer code
-  (`tdg.distribute.disable_multi_worker_fit()`); writes whether it failed.
+  (`tdg.distribute.restore_keras_trainer()`); writes whether it failed.
 - `resume`: a Bayesian MLP trains for 3 epochs under
   `keras.callbacks.BackupAndRestore` (a backup at each epoch's end), its
   sampling noise on. With `KILL_AT=epoch,step` in the environment, worker 1
@@ -172,7 +172,7 @@ def run_fit(strategy, out):
 
 
 def run_unpatched(strategy, out):
-    tdg.distribute.disable_multi_worker_fit()
+    tdg.distribute.restore_keras_trainer()
     with strategy.scope():
         model = new_model("bayesian_mlp")
     try:

@@ -140,7 +140,7 @@ def test_the_shim_is_on_exactly_where_keras_fails(tmp_path):
         for index in range(NUM_WORKERS):
             cluster.wait(index)
     errors = [str(record["error"]) for record in records(tmp_path, "unpatched")]
-    if tdg.distribute.multi_worker_fit_enabled():
+    if tdg.distribute.keras_trainer_patched():
         assert all(errors), (
             "Keras's own trainer now runs fit() on two workers: the upstream bug "
             "(keras-team/keras#20585) is fixed in this Keras. Set the first fixed version "
@@ -155,17 +155,17 @@ def test_the_shim_is_version_gated(monkeypatch):
     """No patch on a Keras outside `AFFECTED_KERAS_VERSIONS`; toggles otherwise."""
     try:
         monkeypatch.setattr(tdg.distribute, "AFFECTED_KERAS_VERSIONS", ((3, 0), (3, 0)))
-        tdg.distribute.disable_multi_worker_fit()
-        assert tdg.distribute.enable_multi_worker_fit() is False
-        assert not tdg.distribute.multi_worker_fit_enabled()
+        tdg.distribute.restore_keras_trainer()
+        assert tdg.distribute.patch_keras_trainer() is False
+        assert not tdg.distribute.keras_trainer_patched()
         monkeypatch.setattr(tdg.distribute, "AFFECTED_KERAS_VERSIONS", ((3, 0), None))
-        assert tdg.distribute.enable_multi_worker_fit() is True
-        assert tdg.distribute.enable_multi_worker_fit() is True  # idempotent
-        assert tdg.distribute.multi_worker_fit_enabled()
+        assert tdg.distribute.patch_keras_trainer() is True
+        assert tdg.distribute.patch_keras_trainer() is True  # idempotent
+        assert tdg.distribute.keras_trainer_patched()
     finally:
         monkeypatch.undo()
-        tdg.distribute.disable_multi_worker_fit()
-        tdg.distribute.enable_multi_worker_fit()
+        tdg.distribute.restore_keras_trainer()
+        tdg.distribute.patch_keras_trainer()
 
 
 def test_a_killed_worker_resumes_to_the_uninterrupted_weights(tmp_path):

@@ -33,8 +33,8 @@ from tfp_deepgen import (  # noqa: E402
     structure,
 )
 
-# Keras 3 cannot fit() on several workers without it; a no-op elsewhere.
-distribute.enable_multi_worker_fit()
+# Keras 3's trainer under tf.distribute (see tfp_deepgen.distribute); a no-op elsewhere.
+distribute.patch_keras_trainer()
 
 __version__ = "0.1.0"
 
