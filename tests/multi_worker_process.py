@@ -12,6 +12,8 @@ Scenarios:
   `sampling_mode("mean")`, recording its initial weights, the `evaluate` logs,
   the per-step losses and the weights after every step; then each worker
   records a layer's sampling noise, which must differ between workers.
+- `layers`: every case of the layer conformance battery (`tests/test_conformance.py`)
+  trains two steps with plain `fit()`, noise on; records the weights before and after.
 - `unpatched`: the same `fit()` on Keras's own trainer code
   (`tdg.distribute.restore_keras_trainer()`); writes whether it failed.
 - `resume`: a Bayesian MLP trains for 3 epochs under
@@ -171,6 +173,23 @@ def run_fit(strategy, out):
     np.savez(out % "noise", noise=noise(strategy))
 
 
+def run_layers(strategy, out):
+    from test_conformance import CASES, DROPOUT_CASES, HORSESHOE_CASES, IBP_CASES, LATENT_CASES
+
+    record = {}
+    for case in CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES + LATENT_CASES:
+        x = case.inputs(batch=GLOBAL_BATCH)
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = case.model(kl_weight=1.0 / GLOBAL_BATCH)
+            model.compile(keras.optimizers.SGD(0.01), loss="mse")
+        y = np.zeros(model.compute_output_shape(x.shape), "float32")
+        record.update({f"initial/{case}/{i}": w for i, w in enumerate(model.get_weights())})
+        model.fit(x, y, batch_size=GLOBAL_BATCH // 2, epochs=1, shuffle=False, verbose=0)
+        record.update({f"trained/{case}/{i}": w for i, w in enumerate(model.get_weights())})
+    np.savez(out % "layers", **record)
+
+
 def run_unpatched(strategy, out):
     tdg.distribute.restore_keras_trainer()
     with strategy.scope():
@@ -222,6 +241,8 @@ def main(scenario, out_dir):
     out = os.path.join(out_dir, "%s-" + str(task) + ".npz")
     if scenario == "fit":
         run_fit(strategy, out)
+    elif scenario == "layers":
+        run_layers(strategy, out)
     elif scenario == "unpatched":
         run_unpatched(strategy, out)
     elif scenario == "resume":

@@ -124,6 +124,23 @@ def test_fit_matches_one_process_on_the_global_batch(fitted, name):
         np.testing.assert_allclose(worker[key], value, rtol=2e-5, atol=1e-6, err_msg=key)
 
 
+def test_every_layer_trains_on_two_workers(tmp_path):
+    """Each layer of the conformance battery: plain `fit()`, identical weights after."""
+    run_cluster("layers", tmp_path)
+    first, second = records(tmp_path, "layers")
+    assert first.keys() == second.keys() and len(first) > 20
+    for key in first:
+        np.testing.assert_array_equal(second[key], first[key], err_msg=key)
+    cases = {key.split("/")[1] for key in first}
+    for case in cases:
+        moved = [
+            not np.array_equal(first[key], first[key.replace("initial/", "trained/", 1)])
+            for key in first
+            if key.startswith(f"initial/{case}/")
+        ]
+        assert any(moved), f"{case}: fit() changed no weight"
+
+
 def test_workers_draw_different_noise(fitted):
     first, second = records(fitted, "noise")
     assert np.abs(first["noise"] - second["noise"]).max() > 1e-3
