@@ -18,9 +18,10 @@ Scenarios:
   (`tdg.distribute.restore_keras_trainer()`); writes whether it failed.
 - `resume`: a Bayesian MLP trains for 3 epochs under
   `keras.callbacks.BackupAndRestore` (a backup at each epoch's end), its
-  sampling noise on. With `KILL_AT=epoch,step` in the environment, worker 1
-  kills itself (`os._exit(17)`) at that step, mid-epoch; the test then
-  restarts the cluster on the same backup directory.
+  sampling noise on, with `tdg.inference.SWAG` collecting every epoch. With
+  `KILL_AT=epoch,step` in the environment, worker 1 kills itself
+  (`os._exit(17)`) at that step, mid-epoch; the test then restarts the
+  cluster on the same backup directory.
 """
 
 import json
@@ -222,7 +223,9 @@ def run_resume(strategy, out, backup_dir):
         model = new_model("bayesian_mlp")
     # Keras's BackupAndRestore writes one file per directory: one per worker.
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
-    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(backup_dir, f"worker{task}"))]
+    swag = tdg.inference.SWAG(rank=2, start_epoch=0)
+    backup = keras.callbacks.BackupAndRestore(os.path.join(backup_dir, f"worker{task}"))
+    callbacks = [backup, swag]
     kill_at = os.environ.get("KILL_AT")
     if kill_at and task == 1:
         callbacks.append(KillAt(*(int(v) for v in kill_at.split(","))))
@@ -231,6 +234,14 @@ def run_resume(strategy, out, backup_dir):
         *x, batch_size=GLOBAL_BATCH, epochs=3, shuffle=False, verbose=0, callbacks=callbacks
     )
     record = {f"weight/{i}": v.numpy() for i, v in enumerate(model.variables)}
+    record.update(
+        {
+            "swag/num_collected": np.array(swag.num_collected),
+            "swag/mean": swag.mean,
+            "swag/second_moment": swag.second_moment,
+            "swag/deviations": swag.deviations,
+        }
+    )
     record["epochs_run"] = np.array(len(history.history["loss"]))
     np.savez(out % "resume", **record)
 

@@ -188,8 +188,9 @@ def test_the_shim_is_version_gated(monkeypatch):
 def test_a_killed_worker_resumes_to_the_uninterrupted_weights(tmp_path):
     """BackupAndRestore: kill worker 1 mid-epoch, restart both, same end state.
 
-    The backup holds the weights, the optimizer and every layer's seed state,
-    so the resumed run replays the interrupted epoch with the same noise.
+    The backup holds the weights, the optimizer, every layer's seed state and
+    the SWAG callback's moments, so the resumed run replays the interrupted
+    epoch with the same noise and SWAG ends with the same three collections.
     """
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
     uninterrupted.mkdir(), interrupted.mkdir()
@@ -203,6 +204,7 @@ def test_a_killed_worker_resumes_to_the_uninterrupted_weights(tmp_path):
     expected, _ = records(uninterrupted, "resume")
     for resumed in records(interrupted, "resume"):
         assert int(resumed["epochs_run"]) == 2  # epochs 1 and 2 only: a resume
+        assert int(resumed["swag/num_collected"]) == 3
         assert resumed.keys() == expected.keys()
         for key in expected:
             if key != "epochs_run":
