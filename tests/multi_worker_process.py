@@ -221,7 +221,7 @@ class KillAt(keras.callbacks.Callback):
 def run_resume(strategy, out, backup_dir):
     with strategy.scope():
         model = new_model("bayesian_mlp")
-    # Keras's BackupAndRestore writes one file per directory: one per worker.
+    # Keras 3's BackupAndRestore has every worker write the same files: one directory each.
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     swag = tdg.inference.SWAG(rank=2, start_epoch=0)
     backup = keras.callbacks.BackupAndRestore(os.path.join(backup_dir, f"worker{task}"))

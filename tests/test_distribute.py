@@ -13,26 +13,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conformance import two_cpu_strategy
-from multi_worker_process import MODELS
+from multi_worker_process import DATA_DIM, MODELS
 
 import tfp_deepgen as tdg
 
 
 def _bayesian_mlp():
-    return keras.Sequential(
-        [
-            keras.Input((3,)),
-            tdg.layers.DenseFlipout(4, activation="tanh", kl_weight=0.1),
-            tdg.layers.DenseReparameterization(2, kl_weight=0.1),
-            tdg.heads.IndependentNormal(1),
-        ]
-    )
+    return MODELS["bayesian_mlp"]()
 
 
 def _data(seed):
     rng = np.random.default_rng(seed)
-    x = rng.normal(size=(16, 3)).astype("float32")
-    return x, (x @ rng.normal(size=(3, 1))).astype("float32")
+    x = rng.normal(size=(16, DATA_DIM)).astype("float32")
+    return x, (x @ rng.normal(size=(DATA_DIM, 1))).astype("float32")
 
 
 def test_jit_compile_over_two_replicas_is_refused_in_compile():

@@ -146,8 +146,8 @@ def test_workers_draw_different_noise(fitted):
     assert np.abs(first["noise"] - second["noise"]).max() > 1e-3
 
 
-def test_the_shim_is_on_exactly_where_keras_fails(tmp_path):
-    """Keras's own trainer must fail on two workers where the shim is applied.
+def test_the_patch_is_on_exactly_where_keras_fails(tmp_path):
+    """Keras's own trainer must fail on two workers where the patch is applied.
 
     Fails once Keras fixes multi-worker `fit()`: then set the first fixed
     version in `tdg.distribute.AFFECTED_KERAS_VERSIONS`, and this test checks
@@ -161,14 +161,14 @@ def test_the_shim_is_on_exactly_where_keras_fails(tmp_path):
         assert all(errors), (
             "Keras's own trainer now runs fit() on two workers: the upstream bug "
             "(keras-team/keras#20585) is fixed in this Keras. Set the first fixed version "
-            "in tdg.distribute.AFFECTED_KERAS_VERSIONS and plan the shim's removal."
+            "in tdg.distribute.AFFECTED_KERAS_VERSIONS and plan the patch's removal."
         )
         assert any("PerReplica" in error for error in errors), errors
     else:
         assert not any(errors), errors
 
 
-def test_the_shim_is_version_gated(monkeypatch):
+def test_the_patch_is_version_gated(monkeypatch):
     """No patch on a Keras outside `AFFECTED_KERAS_VERSIONS`; toggles otherwise."""
     try:
         monkeypatch.setattr(tdg.distribute, "AFFECTED_KERAS_VERSIONS", ((3, 0), (3, 0)))

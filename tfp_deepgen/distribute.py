@@ -67,8 +67,8 @@ def _version_tuple(version):
     return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
 
-def _keras_is_affected(version=None):
-    version = _version_tuple(version or keras.__version__)
+def _keras_is_affected():
+    version = _version_tuple(keras.__version__)
     first, fixed = AFFECTED_KERAS_VERSIONS
     return version >= first and (fixed is None or version < fixed)
 
