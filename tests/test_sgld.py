@@ -227,10 +227,11 @@ def test_noise_is_seeded_state_under_xla(optimizer):
 
 
 def test_mirrored_replicas_apply_the_same_noise_as_one_device():
+    """Same chain on two replicas as on one, and `CollectSamples` keeps the same samples."""
     rng = np.random.default_rng(3)
     x = rng.normal(size=(16, 2)).astype("float32")
     y = rng.normal(size=(16, 1)).astype("float32")
-    models = []
+    models, collected = [], []
     for strategy in (tf.distribute.get_strategy(), two_cpu_strategy()):
         keras.utils.set_random_seed(0)
         with strategy.scope():
@@ -240,9 +241,14 @@ def test_mirrored_replicas_apply_the_same_noise_as_one_device():
             model.compile(
                 tdg.inference.SGLD(0.05, data_size=16, seed=2), head.loss, jit_compile=False
             )
-        model.fit(x, y, batch_size=16, epochs=3, verbose=0)
+        collect = tdg.inference.CollectSamples(burn_in=1)
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[collect])
         models.append(model)
+        collected.append(collect)
     single, mirrored = models
+    assert collected[0].steps == collected[1].steps == [2, 3]
+    for a, b in zip(collected[0].samples, collected[1].samples, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     for variable in mirrored.trainable_variables:
         copies = mirrored.distribute_strategy.experimental_local_results(variable.value)
         np.testing.assert_array_equal(copies[0].numpy(), copies[1].numpy())

@@ -55,6 +55,12 @@ def _sampler(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
+def _applied_steps(optimizer):
+    # Read through NumPy: under a tf.distribute strategy `iterations` is a
+    # mirrored variable, which `int()` refuses.
+    return int(keras.ops.convert_to_numpy(_sampler(optimizer).iterations))
+
+
 class CollectSamples(keras.callbacks.Callback):
     """Keeps thinned weight samples after burn-in; `posterior()` returns them.
 
@@ -138,11 +144,11 @@ class CollectSamples(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._restore_pending:
             self._restore_pending = False
-            self._restore(int(_sampler(self.model.optimizer).iterations))
+            self._restore(_applied_steps(self.model.optimizer))
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = _sampler(self.model.optimizer)
-        step = int(optimizer.iterations)
+        step = _applied_steps(optimizer)
         if step <= self.burn_in or step % self._every or (self._kept and self._kept[-1][0] >= step):
             return
         if hasattr(optimizer, "is_sampling_step") and not optimizer.is_sampling_step(step - 1):
