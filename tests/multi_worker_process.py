@@ -8,17 +8,19 @@ with `TF_CONFIG` naming the cluster (127.0.0.1 ports) and this worker's index.
 Every scenario writes `OUT_DIR/<name>-<index>.npz` for the test to compare.
 
 Scenarios:
-- `fit`: each model of `MODELS` trains with plain `fit()` in
+- `fit`: each model of `MODELS` (a Bayesian MLP and every model of the model
+  battery, `tests/test_model_conformance.py`) trains with plain `fit()` in
   `sampling_mode("mean")`, recording its initial weights, the `evaluate` logs,
-  the per-step losses and the weights after every step; then each worker
-  records a layer's sampling noise, which must differ between workers.
-- `layers`: every case of the layer conformance battery (`tests/test_conformance.py`)
-  trains two steps with plain `fit()`, noise on; records the weights before and after.
+  the per-step losses and the weights after every step; each worker records
+  a layer's sampling noise, which must differ between workers; then every
+  case of the layer conformance battery (`tests/test_conformance.py`) trains
+  two steps with plain `fit()`, noise on, recording the weights before and after.
 - `unpatched`: the same `fit()` on Keras's own trainer code
   (`tdg.distribute.restore_keras_trainer()`); writes whether it failed.
 - `resume`: a Bayesian MLP trains for 3 epochs under
   `keras.callbacks.BackupAndRestore` (a backup at each epoch's end), its
-  sampling noise on, with `tdg.inference.SWAG` collecting every epoch. With
+  sampling noise on, with `tdg.inference.SWAG` collecting every epoch and
+  `tdg.inference.CollectSamples` keeping the weights after every step. With
   `KILL_AT=epoch,step` in the environment, worker 1 kills itself
   (`os._exit(17)`) at that step, mid-epoch; the test then restarts the
   cluster on the same backup directory.
@@ -34,19 +36,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from model_conformance import ModelCase  # noqa: E402
+from test_model_conformance import CASES as MODEL_CASES  # noqa: E402
 
 import tfp_deepgen as tdg  # noqa: E402
 
-NUM_EXAMPLES, DATA_DIM, LATENT_DIM = 16, 6, 2
+NUM_EXAMPLES, DATA_DIM = 16, 6
 GLOBAL_BATCH = 8
 EPOCHS = 2
-
-
-def _network(input_dim, head=None, units=4):
-    inputs = keras.Input((input_dim,))
-    h = keras.layers.Dense(units, activation="tanh")(inputs)
-    outputs = head(keras.layers.Dense(head.input_size)(h)) if head else keras.layers.Dense(1)(h)
-    return keras.Model(inputs, outputs)
 
 
 def bayesian_mlp():
@@ -61,51 +58,23 @@ def bayesian_mlp():
     )
 
 
-def vae():
-    return tdg.models.VAE(
-        _network(DATA_DIM, tdg.heads.IndependentNormal(LATENT_DIM)),
-        _network(LATENT_DIM, tdg.heads.IndependentBernoulli(DATA_DIM)),
-        seed=1,
-    )
-
-
-def gan():
-    # A negligible prior scale makes every replica generate the same points
-    # (the GAN's latents have no "mean" mode), so the losses can be compared
-    # with one process's.
-    return tdg.models.GAN(
-        _network(LATENT_DIM),
-        _network(1),
-        LATENT_DIM,
-        loss="least_squares",
-        latent_prior=tdg.priors.Normal(0.0, 1e-12),
-        seed=1,
-    )
-
-
-def data(name):
+def regression_data():
     rng = np.random.RandomState(0)
     x = rng.randn(NUM_EXAMPLES, DATA_DIM).astype("float32")
-    if name == "bayesian_mlp":
-        return x, (x @ rng.randn(DATA_DIM, 1)).astype("float32")
-    if name == "vae":
-        return ((x > 0).astype("float32"),)
-    return (x[:, :1],)
+    return x, (x @ rng.randn(DATA_DIM, 1)).astype("float32")
 
 
-def compile_sgd(model, name):
-    if name == "gan":
-        model.compile(
-            generator_optimizer=keras.optimizers.SGD(0.1),
-            discriminator_optimizer=keras.optimizers.SGD(0.1),
-        )
-    elif name == "bayesian_mlp":  # the head's NLL, plus the layers' KL terms
-        model.compile(keras.optimizers.SGD(0.1), loss=model.layers[-1].loss)
-    else:
-        model.compile(keras.optimizers.SGD(0.1))
+def compile_with_nll(model, jit_compile):
+    """SGD on the head's negative log-likelihood (the layers add their KL terms)."""
+    model.compile(keras.optimizers.SGD(0.1), loss=model.layers[-1].loss, jit_compile=jit_compile)
 
 
-MODELS = {"bayesian_mlp": bayesian_mlp, "vae": vae, "gan": gan}
+BAYESIAN_MLP = ModelCase(
+    bayesian_mlp, regression_data, draw=None, id="BayesianMLP", compile_sgd=compile_with_nll
+)
+# The Bayesian MLP, then every model of the model battery (VAE, its conditional
+# and semi-supervised relatives, the deep exponential family, the GAN).
+MODELS = {str(case): case for case in [BAYESIAN_MLP, *MODEL_CASES]}
 
 
 class RecordSteps(keras.callbacks.Callback):
@@ -121,28 +90,31 @@ class RecordSteps(keras.callbacks.Callback):
 
 
 def new_model(name):
-    """The model, built and compiled: call it in the strategy's scope.
+    """The model, built and compiled with SGD: call it in the strategy's scope.
 
     Compiling in the scope matters: the loss tracker `compile` creates must be
     a distributed variable for the logs to cover every worker's examples.
     """
-    keras.utils.set_random_seed(0)
-    model = MODELS[name]()
-    if not model.built:  # the GAN builds its players in __init__
-        model(data(name)[0])
-    compile_sgd(model, name)
+    case = MODELS[name]
+    model = case.build(case.new())
+    case.compile_sgd(model, jit_compile=False)
     return model
 
 
 def train(model, name):
     """`evaluate` then `fit` in `sampling_mode("mean")`; returns the records."""
-    x = data(name)
+    data = MODELS[name].data()
     steps = RecordSteps()
     initial = [w.copy() for w in model.get_weights()]
     with tdg.layers.sampling_mode(model, "mean"):
-        logs = model.evaluate(*x, batch_size=GLOBAL_BATCH, verbose=0, return_dict=True)
+        logs = model.evaluate(*data, batch_size=GLOBAL_BATCH, verbose=0, return_dict=True)
         model.fit(
-            *x, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[steps]
+            *data,
+            batch_size=GLOBAL_BATCH,
+            epochs=EPOCHS,
+            shuffle=False,
+            verbose=0,
+            callbacks=[steps],
         )
     record = {f"initial/{i}": w for i, w in enumerate(initial)}
     record.update({"evaluate/" + key: np.float64(value) for key, value in logs.items()})
@@ -172,9 +144,12 @@ def run_fit(strategy, out):
             model = new_model(name)
         np.savez(out % name, **train(model, name))
     np.savez(out % "noise", noise=noise(strategy))
+    train_layers(strategy, out)
 
 
-def run_layers(strategy, out):
+def train_layers(strategy, out):
+    # Imported here: the layer battery creates variables when imported, and
+    # TensorFlow must not run before the strategy is created.
     from test_conformance import CASES, DROPOUT_CASES, HORSESHOE_CASES, IBP_CASES, LATENT_CASES
 
     record = {}
@@ -194,9 +169,9 @@ def run_layers(strategy, out):
 def run_unpatched(strategy, out):
     tdg.distribute.restore_keras_trainer()
     with strategy.scope():
-        model = new_model("bayesian_mlp")
+        model = new_model("BayesianMLP")
     try:
-        train(model, "bayesian_mlp")
+        train(model, "BayesianMLP")
         error = ""
     except Exception as e:  # noqa: BLE001 - the test reads what Keras raised
         error = f"{type(e).__name__}: {e}"[:2000]
@@ -220,16 +195,19 @@ class KillAt(keras.callbacks.Callback):
 
 def run_resume(strategy, out, backup_dir):
     with strategy.scope():
-        model = new_model("bayesian_mlp")
+        model = new_model("BayesianMLP")
     # Keras 3's BackupAndRestore has every worker write the same files: one directory each.
     task = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
     swag = tdg.inference.SWAG(rank=2, start_epoch=0)
+    collect = tdg.inference.CollectSamples(
+        burn_in=1, backup_dir=os.path.join(backup_dir, f"samples{task}")
+    )
     backup = keras.callbacks.BackupAndRestore(os.path.join(backup_dir, f"worker{task}"))
-    callbacks = [backup, swag]
+    callbacks = [backup, swag, collect]
     kill_at = os.environ.get("KILL_AT")
     if kill_at and task == 1:
         callbacks.append(KillAt(*(int(v) for v in kill_at.split(","))))
-    x = data("bayesian_mlp")
+    x = regression_data()
     history = model.fit(
         *x, batch_size=GLOBAL_BATCH, epochs=3, shuffle=False, verbose=0, callbacks=callbacks
     )
@@ -240,8 +218,10 @@ def run_resume(strategy, out, backup_dir):
             "swag/mean": swag.mean,
             "swag/second_moment": swag.second_moment,
             "swag/deviations": swag.deviations,
+            "samples/steps": np.array(collect.steps),
         }
     )
+    record.update({f"samples/{i}": values for i, values in enumerate(collect.samples)})
     record["epochs_run"] = np.array(len(history.history["loss"]))
     np.savez(out % "resume", **record)
 
@@ -252,8 +232,6 @@ def main(scenario, out_dir):
     out = os.path.join(out_dir, "%s-" + str(task) + ".npz")
     if scenario == "fit":
         run_fit(strategy, out)
-    elif scenario == "layers":
-        run_layers(strategy, out)
     elif scenario == "unpatched":
         run_unpatched(strategy, out)
     elif scenario == "resume":

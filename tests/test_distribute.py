@@ -19,7 +19,7 @@ import tfp_deepgen as tdg
 
 
 def _bayesian_mlp():
-    return MODELS["bayesian_mlp"]()
+    return MODELS["BayesianMLP"].make()
 
 
 def _data(seed):
@@ -37,9 +37,9 @@ def test_jit_compile_over_two_replicas_is_refused_in_compile():
 
 def test_the_refusal_covers_our_models_and_plain_keras():
     with two_cpu_strategy().scope():
-        vae, gan = MODELS["vae"](), MODELS["gan"]()
-        dense = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    for model in (vae, gan, dense):
+        models = [case.make() for case in MODELS.values()]
+        models.append(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    for model in models:
         with pytest.raises(ValueError, match="jit_compile"):
             model.compile(jit_compile=True)
 

@@ -120,14 +120,14 @@ def test_fit_matches_one_process_on_the_global_batch(fitted, name):
     model.set_weights(initial)  # the workers' own start (worker 0's, broadcast)
     expected = train(model, name)
     assert expected.keys() == worker.keys()
+    rtol = max(2e-5, MODELS[name].mirrored_rtol)
     for key, value in expected.items():
-        np.testing.assert_allclose(worker[key], value, rtol=2e-5, atol=1e-6, err_msg=key)
+        np.testing.assert_allclose(worker[key], value, rtol=rtol, atol=1e-6, err_msg=key)
 
 
-def test_every_layer_trains_on_two_workers(tmp_path):
+def test_every_layer_trains_on_two_workers(fitted):
     """Each layer of the conformance battery: plain `fit()`, identical weights after."""
-    run_cluster("layers", tmp_path)
-    first, second = records(tmp_path, "layers")
+    first, second = records(fitted, "layers")
     assert first.keys() == second.keys() and len(first) > 20
     for key in first:
         np.testing.assert_array_equal(second[key], first[key], err_msg=key)
@@ -190,7 +190,10 @@ def test_a_killed_worker_resumes_to_the_uninterrupted_weights(tmp_path):
 
     The backup holds the weights, the optimizer, every layer's seed state and
     the SWAG callback's moments, so the resumed run replays the interrupted
-    epoch with the same noise and SWAG ends with the same three collections.
+    epoch with the same noise and SWAG ends with the same three collections;
+    `CollectSamples` (its own backup directory per worker) drops the sample
+    taken after the last checkpoint, takes it again, and ends with the same
+    samples as the uninterrupted run.
     """
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
     uninterrupted.mkdir(), interrupted.mkdir()
@@ -205,6 +208,7 @@ def test_a_killed_worker_resumes_to_the_uninterrupted_weights(tmp_path):
     for resumed in records(interrupted, "resume"):
         assert int(resumed["epochs_run"]) == 2  # epochs 1 and 2 only: a resume
         assert int(resumed["swag/num_collected"]) == 3
+        assert resumed["samples/steps"].tolist() == list(range(2, 7))  # burn-in 1, 6 steps
         assert resumed.keys() == expected.keys()
         for key in expected:
             if key != "epochs_run":
