@@ -23,6 +23,9 @@ Sections:
   -> Dense 10 (ReLU), batch 128; both convolutions and the dense layer use the estimator
   under test (tfp.layers has no local-reparameterization convolution).
 - ``rng``: micro-benchmark of the random-number ops the layers rely on.
+- ``scale`` (only with ``--only scale``): the posterior scale's positive transform with
+  the KL and the gradients, alone, on the MLP's 478k weights: TensorFlow's softplus, the
+  library's (softplus differentiated with the forward pass's exponential), and none.
 
 Contenders (``xla`` = ``tf.function(jit_compile=True)``, ``graph`` = without XLA):
 
@@ -471,10 +474,47 @@ def bench_rng(args):
         print(c.describe(44))
 
 
+# Positive-scale micro-benchmark -----------------------------------------------------
+
+
+def bench_scale(args):
+    """The posterior scale's transform, KL and gradients, alone, on the MLP's 478k weights."""
+    rng = np.random.default_rng(0)
+    raw = tf.constant(rng.uniform(-6.0, -3.0, 478_410).astype("float32"))
+    loc = tf.constant(rng.normal(0.0, 0.05, 478_410).astype("float32"))
+    eps = tf.constant(rng.standard_normal(478_410).astype("float32"))
+    transforms = {
+        "tf.math.softplus": lambda r: tf.math.softplus(r) + tdg.posteriors.MIN_SCALE,
+        "library's MeanFieldNormal.scale": None,  # the library's own, read below
+        "none (the ideal's scale)": lambda r: r * 1.0,
+    }
+    layer = keras.layers.Layer()
+    q = tdg.posteriors.MeanFieldNormal(layer, "kernel", raw.shape)
+    q.untransformed_scale.assign(raw)
+    contenders = []
+    for name, transform in transforms.items():
+        source = q.untransformed_scale if transform is None else tf.Variable(raw)
+
+        def step(source=source, transform=transform):
+            with tf.GradientTape() as tape:
+                scale = q.scale() if transform is None else transform(source)
+                sample = loc + scale * eps
+                loss = tf.reduce_sum(sample) + STANDARD_NORMAL.kl_divergence(loc, scale)
+            return tape.gradient(loss, source)
+
+        fn = tf.function(lambda step=step: tf.reduce_sum(step()), jit_compile=True)
+        contenders.append(Contender(f"{name} (xla)", fn, ()))
+    print(f"\n[scale] tracing and warming up {len(contenders)} contenders ...", file=sys.stderr)
+    run_contenders(contenders, args, steps=4 * args.steps, budget=args.budget / 2, width=44)
+    print("\n== Positive scale + KL + gradients, 478k weights: median ms/call, IQR, CPU time ==")
+    for c in contenders:
+        print(c.describe(44))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps (smoke test)")
-    parser.add_argument("--only", nargs="+", choices=("mlp", "cnn", "rng"), default=None)
+    parser.add_argument("--only", nargs="+", choices=("mlp", "cnn", "rng", "scale"), default=None)
     parser.add_argument(
         "--ideal", action="store_true", help="also time the 'ideal' contenders (adds ~1 min)"
     )
@@ -486,7 +526,7 @@ def main(argv=None):
     args.warmup, args.steps = (2, 4) if args.quick else (5, 10)
     args.rounds = args.rounds or (3 if args.quick else 6)
     args.budget = args.budget or (0.3 if args.quick else 0.8)
-    sections = args.only or ("mlp", "cnn", "rng")
+    sections = args.only or ("mlp", "cnn", "rng")  # "scale" only when asked for
     print(
         f"tf {tf.__version__}, keras {keras.__version__}, tfp_deepgen {tdg.__version__}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; warm-up {args.warmup} "
@@ -496,6 +536,8 @@ def main(argv=None):
     for section in sections:
         if section == "rng":
             bench_rng(args)
+        elif section == "scale":
+            bench_scale(args)
         else:
             bench_models(section, args)
 

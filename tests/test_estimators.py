@@ -20,7 +20,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from layer_classes import ALL, CONV, DENSE
 
-from tfp_deepgen import layers, priors
+from tfp_deepgen import layers, posteriors, priors
 
 tfd = tfp.distributions
 
@@ -473,3 +473,25 @@ def test_posterior_params_hold_the_layers_variables(cls):
     with_bias = cls(3, bias_prior=priors.Normal(), seed=0)
     with_bias(x)
     assert with_bias.bias_posterior_params.loc.shape == (3,)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_the_posterior_scale_and_its_gradient_are_tensorflows_softplus(jit_compile):
+    """`MeanFieldNormal.scale()` differentiates softplus its own way; same numbers."""
+    layer = keras.layers.Layer()
+    q = posteriors.MeanFieldNormal(layer, "kernel", (13,))
+    raw = np.array([-200, -100, -30, -20, -5, -1e-3, 0, 1e-3, 3, 20, 30, 100, 200], "float32")
+    q.untransformed_scale.assign(raw)
+
+    @tf.function(jit_compile=jit_compile)
+    def scales_and_gradients():
+        with tf.GradientTape(persistent=True) as tape:
+            ours = q.scale()
+            reference = tf.math.softplus(q.untransformed_scale) + posteriors.MIN_SCALE
+        gradients = [tape.gradient(s, q.untransformed_scale) for s in (ours, reference)]
+        return ours, reference, *gradients
+
+    ours, reference, gradient, reference_gradient = scales_and_gradients()
+    np.testing.assert_allclose(ours, reference, rtol=3e-7, atol=0)
+    np.testing.assert_allclose(gradient, reference_gradient, rtol=3e-7, atol=0)
+    assert np.all(np.isfinite(gradient))

@@ -40,6 +40,23 @@ MIN_SCALE = 1e-8
 _MIN_LOG_ALPHA = -8.0
 
 
+@tf.custom_gradient
+def _softplus(x):
+    """`softplus(x)`, differentiated with the forward pass's `exp(-|x|)`.
+
+    TensorFlow's own gradient, `sigmoid(x)`, computes a second exponential; a
+    variational layer's scales go through this once per weight and step, and
+    sharing it takes about a fifth off the scale's cost (see the layers
+    benchmark in the docs).
+    """
+    e = tf.exp(-tf.abs(x))
+
+    def grad(upstream):
+        return upstream * tf.where(x >= 0.0, 1.0, e) / (1.0 + e)
+
+    return tf.maximum(x, 0.0) + tf.math.log1p(e), grad
+
+
 def _float32_weight(layer, name, shape, initializer, trainable=True):
     # autocast=False: sampling and the KL stay float32 under mixed precision.
     return layer.add_weight(
@@ -104,7 +121,7 @@ class MeanFieldNormal:
 
     def scale(self):
         """Posterior standard deviations, float32."""
-        return tf.math.softplus(self.untransformed_scale) + MIN_SCALE
+        return _softplus(tf.convert_to_tensor(self.untransformed_scale)) + MIN_SCALE
 
     def sample(self, seed, num_samples=None):
         """Reparameterized draws `loc + scale * eps`, float32.
