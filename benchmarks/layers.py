@@ -493,7 +493,9 @@ def bench_scale(args):
     q.untransformed_scale.assign(raw)
     contenders = []
     for name, transform in transforms.items():
-        source = q.untransformed_scale if transform is None else tf.Variable(raw)
+        # The untransformed contender gets the scales themselves (positive).
+        start = tf.math.softplus(raw) if name.startswith("none") else raw
+        source = q.untransformed_scale if transform is None else tf.Variable(start)
 
         def step(source=source, transform=transform):
             with tf.GradientTape() as tape:

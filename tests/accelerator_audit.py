@@ -6,12 +6,15 @@ check the properties it relies on instead, on the graph of the step that
 on a batch of fixed size, as a TPU input pipeline with `drop_remainder=True`
 feeds it):
 
-- static shapes: every float and bool tensor of the step has a fully known shape;
+- static shapes: every float and bool tensor of the step's graph has a fully
+  known shape (the bodies of functions it calls, such as loop and branch
+  bodies, are not walked);
 - no host-only op: no Python callback (`py_function`, `numpy_function`), no
-  print or summary op, no string tensor; XLA compiles none of them;
-- no host-side Python state: tracing the step twice gives the same graph
-  (the same ops and the same constants), so nothing a layer keeps in Python
-  (a call counter, a NumPy draw at trace time) is frozen into the program.
+  print or summary op (these are searched in called functions too), no string
+  tensor; XLA compiles none of them;
+- no Python state that changes between traces: tracing the step twice gives
+  the same op types and constants, so a call counter or a NumPy draw at trace
+  time, which would freeze a different value into each program, shows up.
 
 Whether the step then compiles under XLA is the conformance batteries'
 `jit_compile=True` checks; `steps_per_execution` (many steps per device

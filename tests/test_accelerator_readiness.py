@@ -4,9 +4,8 @@ A TPU runs the training step as one XLA program with static shapes and no
 host round-trips, many steps per device loop (`steps_per_execution`). The
 audit (`tests/accelerator_audit.py`) checks the step's graph for static
 shapes, host-only ops and Python state frozen at trace time; the
-`steps_per_execution` test checks that running several steps per execution,
-compiled by XLA, trains exactly as one step per execution does: everything a
-step needs (seeds included) lives in variables, not in per-step Python.
+`steps_per_execution` test checks that every model's step, compiled by XLA,
+runs inside Keras's multi-step loop and trains as one step per execution does.
 """
 
 import keras
@@ -69,9 +68,10 @@ def test_the_training_step_is_static_and_host_free(make, case):
 def test_several_steps_per_execution_train_as_one_step_each(name):
     """XLA, 2 steps per execution == 1 step per execution, the models' noise on.
 
-    On a TPU Keras runs `steps_per_execution` steps in one device loop and
-    calls the callbacks once per loop; a model that kept per-step state
-    outside its variables would train differently.
+    On a TPU Keras runs `steps_per_execution` steps in one device loop. This
+    checks that every model's step compiles and runs inside Keras's multi-step
+    loop and trains as it does one step at a time (Python state frozen at
+    trace time is the graph fingerprint's check, above).
     """
     weights = []
     for steps_per_execution in (1, 2):

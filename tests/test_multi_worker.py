@@ -95,7 +95,9 @@ def records(out_dir, name):
     return [dict(np.load(out_dir / f"{name}-{i}.npz")) for i in range(NUM_WORKERS)]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: a module-scoped fixture is rebuilt whenever a test worker's
+# tests alternate between modules.
+@pytest.fixture(scope="session")
 def fitted(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("multi_worker_fit")
     run_cluster("fit", out_dir)
