@@ -80,6 +80,14 @@ class LayerCase:
             layers.append(keras.layers.Dense(2, kernel_initializer="ones", dtype=dtype))
         return keras.Sequential(layers)
 
+    def sgd_model(self, batch, kl_weight, **compile_kwargs):
+        """A seeded model, `SGD(0.01)` on MSE, and `fit` data: `batch` inputs, zero targets."""
+        keras.utils.set_random_seed(0)
+        model = self.model(kl_weight=kl_weight)
+        model.compile(keras.optimizers.SGD(0.01), loss="mse", **compile_kwargs)
+        x = self.inputs(batch=batch)
+        return model, (x, np.zeros(model.compute_output_shape(x.shape), "float32"))
+
 
 def max_abs_diff(a, b):
     return float(np.max(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))))

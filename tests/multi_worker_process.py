@@ -58,9 +58,10 @@ def bayesian_mlp():
     )
 
 
-def regression_data():
-    rng = np.random.RandomState(0)
-    x = rng.randn(NUM_EXAMPLES, DATA_DIM).astype("float32")
+def regression_data(num_examples=NUM_EXAMPLES, seed=0):
+    """`num_examples` inputs and targets of a random linear teacher."""
+    rng = np.random.RandomState(seed)
+    x = rng.randn(num_examples, DATA_DIM).astype("float32")
     return x, (x @ rng.randn(DATA_DIM, 1)).astype("float32")
 
 
@@ -150,16 +151,12 @@ def run_fit(strategy, out):
 def train_layers(strategy, out):
     # Imported here: the layer battery creates variables when imported, and
     # TensorFlow must not run before the strategy is created.
-    from test_conformance import CASES, DROPOUT_CASES, HORSESHOE_CASES, IBP_CASES, LATENT_CASES
+    from test_conformance import ALL_CASES
 
     record = {}
-    for case in CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES + LATENT_CASES:
-        x = case.inputs(batch=GLOBAL_BATCH)
+    for case in ALL_CASES:
         with strategy.scope():
-            keras.utils.set_random_seed(0)
-            model = case.model(kl_weight=1.0 / GLOBAL_BATCH)
-            model.compile(keras.optimizers.SGD(0.01), loss="mse")
-        y = np.zeros(model.compute_output_shape(x.shape), "float32")
+            model, (x, y) = case.sgd_model(GLOBAL_BATCH, 1.0 / GLOBAL_BATCH)
         record.update({f"initial/{case}/{i}": w for i, w in enumerate(model.get_weights())})
         model.fit(x, y, batch_size=GLOBAL_BATCH // 2, epochs=1, shuffle=False, verbose=0)
         record.update({f"trained/{case}/{i}": w for i, w in enumerate(model.get_weights())})

@@ -14,19 +14,14 @@ import pytest
 import tensorflow as tf
 from accelerator_audit import dynamic_shapes, graph_fingerprint, host_only_ops, traced_train_step
 from multi_worker_process import MODELS
-from test_conformance import CASES, DROPOUT_CASES, HORSESHOE_CASES, IBP_CASES, LATENT_CASES
+from test_conformance import ALL_CASES as LAYER_CASES
 from test_head_conformance import CASES as HEAD_CASES
 
-LAYER_CASES = CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES + LATENT_CASES
 BATCH = 8
 
 
 def _layer_model(case, **compile_kwargs):
-    keras.utils.set_random_seed(0)
-    model = case.model(kl_weight=1.0 / BATCH)
-    model.compile(keras.optimizers.SGD(0.01), loss="mse", **compile_kwargs)
-    x = case.inputs(batch=2 * BATCH)
-    return model, (x, np.zeros(model.compute_output_shape(x.shape), "float32"))
+    return case.sgd_model(2 * BATCH, 1.0 / BATCH, **compile_kwargs)
 
 
 def _head_model(case, **compile_kwargs):

@@ -153,4 +153,7 @@ LATENT_CASES = [
     ),
 ]
 
-TestLayerConformance = battery(CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES + LATENT_CASES)
+#: Every layer case; other test modules (multi-worker, accelerator readiness) reuse it.
+ALL_CASES = CASES + DROPOUT_CASES + IBP_CASES + HORSESHOE_CASES + LATENT_CASES
+
+TestLayerConformance = battery(ALL_CASES)

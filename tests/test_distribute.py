@@ -13,19 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conformance import two_cpu_strategy
-from multi_worker_process import DATA_DIM, MODELS
+from multi_worker_process import MODELS, regression_data
 
 import tfp_deepgen as tdg
 
 
 def _bayesian_mlp():
     return MODELS["BayesianMLP"].make()
-
-
-def _data(seed):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(16, DATA_DIM)).astype("float32")
-    return x, (x @ rng.normal(size=(DATA_DIM, 1))).astype("float32")
 
 
 def test_jit_compile_over_two_replicas_is_refused_in_compile():
@@ -45,7 +39,7 @@ def test_the_refusal_covers_our_models_and_plain_keras():
 
 
 def test_auto_and_false_train_under_two_replicas():
-    x, y = _data(seed=np.random.randint(2**31))
+    x, y = regression_data(16, seed=np.random.randint(2**31))
     with two_cpu_strategy().scope():
         for jit_compile in ("auto", False):
             model = _bayesian_mlp()
@@ -56,7 +50,7 @@ def test_auto_and_false_train_under_two_replicas():
 
 
 def test_jit_compile_on_one_device_still_compiles_and_trains():
-    x, y = _data(seed=np.random.randint(2**31))
+    x, y = regression_data(16, seed=np.random.randint(2**31))
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
         model = _bayesian_mlp()
         model.compile("adam", loss=model.layers[-1].loss, jit_compile=True)

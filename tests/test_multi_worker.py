@@ -6,6 +6,8 @@ then compares what the workers recorded with each other and with one process
 training the same model on the same global batch.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import pathlib
@@ -95,12 +97,42 @@ def records(out_dir, name):
     return [dict(np.load(out_dir / f"{name}-{i}.npz")) for i in range(NUM_WORKERS)]
 
 
-# Session-scoped: a module-scoped fixture is rebuilt whenever a test worker's
-# tests alternate between modules.
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def fitted(tmp_path_factory):
-    out_dir = tmp_path_factory.mktemp("multi_worker_fit")
-    run_cluster("fit", out_dir)
+    """The "fit" scenario's records, produced once per test session.
+
+    Under pytest-xdist every test worker would otherwise start its own cluster
+    (minutes of CPU on two cores): the first worker to get here runs it in the
+    session's shared temporary directory, the others wait on a file lock and
+    read the same records, or the same failure.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        out_dir = tmp_path_factory.mktemp("multi_worker_fit")
+        run_cluster("fit", out_dir)
+        return out_dir
+    shared = tmp_path_factory.getbasetemp().parent  # this session's, common to its workers
+    out_dir, failure = shared / "multi_worker_fit", shared / "multi_worker_fit.failed"
+    with _exclusive(shared / "multi_worker_fit.lock"):
+        if failure.exists():
+            pytest.fail(failure.read_text())
+        if not (out_dir / "done").exists():
+            out_dir.mkdir(exist_ok=True)
+            try:
+                run_cluster("fit", out_dir)
+            except BaseException as error:
+                failure.write_text(f"the shared multi-worker cluster failed:\n{error}")
+                raise
+            (out_dir / "done").touch()
     return out_dir
 
 

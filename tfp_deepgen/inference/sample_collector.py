@@ -55,10 +55,11 @@ def _sampler(optimizer):
     return getattr(optimizer, "inner_optimizer", optimizer)
 
 
-def _applied_steps(optimizer):
+def _applied_steps(sampler):
+    """Updates `sampler` (an unwrapped optimizer, see `_sampler`) has applied."""
     # Read through NumPy: under a tf.distribute strategy `iterations` is a
     # mirrored variable, which `int()` refuses.
-    return int(keras.ops.convert_to_numpy(_sampler(optimizer).iterations))
+    return int(keras.ops.convert_to_numpy(sampler.iterations))
 
 
 class CollectSamples(keras.callbacks.Callback):
@@ -144,7 +145,7 @@ class CollectSamples(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         if self._restore_pending:
             self._restore_pending = False
-            self._restore(_applied_steps(self.model.optimizer))
+            self._restore(_applied_steps(_sampler(self.model.optimizer)))
 
     def on_train_batch_end(self, batch, logs=None):
         optimizer = _sampler(self.model.optimizer)
