@@ -24,8 +24,9 @@ Sections:
   under test (tfp.layers has no local-reparameterization convolution).
 - ``rng``: micro-benchmark of the random-number ops the layers rely on.
 - ``scale`` (only with ``--only scale``): the posterior scale's positive transform with
-  the KL and the gradients, alone, on the MLP's 478k weights: TensorFlow's softplus, the
-  library's (softplus differentiated with the forward pass's exponential), and none.
+  the KL and the gradients, alone, on the MLP's 478k weights: softplus with the log of
+  the scale taken in the KL, the library's log scale (``exp``, the KL reads the
+  variable), and none (the ideal's scale, the log taken in the KL).
 
 Contenders (``xla`` = ``tf.function(jit_compile=True)``, ``graph`` = without XLA):
 
@@ -34,13 +35,15 @@ Contenders (``xla`` = ``tf.function(jit_compile=True)``, ``graph`` = without XLA
   the estimator (same shapes, same ops: ``tfp_deepgen.random.normal`` of kernel shape;
   per-example Rademacher signs for flipout; per-output normal noise for local
   reparameterization), each added to a tensor it already touches. It does no
-  variational work (no softplus, no KL, no second linear map), so a layer cannot beat it.
+  variational work (no positive transform, no KL, no second linear map), so a layer
+  cannot beat it.
 - ``ideal`` (``--ideal``): the floor plus the estimator's minimal variational work: a
-  trainable noise scale (no softplus, no KL, no seed splitting) and, for flipout and local
+  trainable noise scale (no positive transform, no KL, no seed splitting) and, for flipout and local
   reparameterization, the second linear map with its gradients. ``ours/ideal`` is the
   overhead of the library's bookkeeping; ``ideal/floor`` that of the estimator itself.
 - ``ideal+kl`` (``--ideal``): the ideal plus the library's analytic KL of
-  ``N(kernel, s^2)`` against ``N(0, 1)`` (no softplus: ``s`` is used as it is).
+  ``N(kernel, s^2)`` against ``N(0, 1)`` (no positive transform: ``s`` is used as it
+  is, and the KL takes its log).
 - ``ours``: ``tfp_deepgen.layers`` (Keras 3).
 - ``tfp.layers``: ``tfp.layers.*`` on tf_keras (Keras 2), default posteriors, the same
   analytic Normal(0, 1) KL scaled by 1/N.
@@ -480,28 +483,37 @@ def bench_rng(args):
 def bench_scale(args):
     """The posterior scale's transform, KL and gradients, alone, on the MLP's 478k weights."""
     rng = np.random.default_rng(0)
-    raw = tf.constant(rng.uniform(-6.0, -3.0, 478_410).astype("float32"))
+    scales = rng.uniform(0.002, 0.05, 478_410)
     loc = tf.constant(rng.normal(0.0, 0.05, 478_410).astype("float32"))
     eps = tf.constant(rng.standard_normal(478_410).astype("float32"))
-    transforms = {
-        "tf.math.softplus": lambda r: tf.math.softplus(r) + tdg.posteriors.MIN_SCALE,
-        "library's MeanFieldNormal.scale": None,  # the library's own, read below
-        "none (the ideal's scale)": lambda r: r * 1.0,
-    }
     layer = keras.layers.Layer()
-    q = tdg.posteriors.MeanFieldNormal(layer, "kernel", raw.shape)
-    q.untransformed_scale.assign(raw)
+    q = tdg.posteriors.MeanFieldNormal(layer, "kernel", scales.shape)
+    q.log_scale.assign(np.log(scales).astype("float32"))
+    # (name, variable, its scale, the log scale the KL reads: None takes the log)
+    contenders_spec = [
+        (
+            "softplus, log in the KL",
+            tf.Variable(np.log(np.expm1(scales)).astype("float32")),
+            lambda r: tf.math.softplus(r) + tdg.posteriors.MIN_SCALE,
+            lambda r: None,
+        ),
+        ("library's log scale (exp)", q.log_scale, lambda r: tf.exp(r), lambda r: r),
+        (
+            "none (the ideal's scale), log in the KL",
+            tf.Variable(scales.astype("float32")),
+            tf.identity,
+            lambda r: None,
+        ),
+    ]
     contenders = []
-    for name, transform in transforms.items():
-        # The untransformed contender gets the scales themselves (positive).
-        start = tf.math.softplus(raw) if name.startswith("none") else raw
-        source = q.untransformed_scale if transform is None else tf.Variable(start)
+    for name, source, transform, log_of in contenders_spec:
 
-        def step(source=source, transform=transform):
+        def step(source=source, transform=transform, log_of=log_of):
             with tf.GradientTape() as tape:
-                scale = q.scale() if transform is None else transform(source)
+                scale = transform(source)
                 sample = loc + scale * eps
-                loss = tf.reduce_sum(sample) + STANDARD_NORMAL.kl_divergence(loc, scale)
+                kl = STANDARD_NORMAL.kl_divergence(loc, scale, log_scale=log_of(source))
+                loss = tf.reduce_sum(sample) + kl
             return tape.gradient(loss, source)
 
         fn = tf.function(lambda step=step: tf.reduce_sum(step()), jit_compile=True)

@@ -56,8 +56,8 @@ def _input_shape(cls, batch):
 
 def _set_posterior(layer, loc, scale, prefix="kernel"):
     _var(layer, f"{prefix}_loc").assign(np.asarray(loc, np.float32))
-    softplus_inv = np.log(np.expm1(np.asarray(scale, np.float64)))
-    _var(layer, f"{prefix}_untransformed_scale").assign(softplus_inv.astype(np.float32))
+    log_scale = np.log(np.asarray(scale, np.float64))
+    _var(layer, f"{prefix}_log_scale").assign(log_scale.astype(np.float32))
 
 
 # --------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def _gradient_draws(cls, x, y, loc, scale, repeats):
     layer = cls(y.shape[-1], kernel_posterior_scale_init=scale, kl_weight=0.0, seed=3)
     layer.build(x.shape)
     _var(layer, "kernel_loc").assign(loc)
-    variables = [_var(layer, "kernel_loc"), _var(layer, "kernel_untransformed_scale")]
+    variables = [_var(layer, "kernel_loc"), _var(layer, "kernel_log_scale")]
 
     @tf.function
     def gradient():
@@ -324,7 +324,7 @@ def test_variational_bias_is_sampled(cls):
     # The bias noise is part of the graph: the loss reaches the bias scale.
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(layer(x)))
-    grad = tape.gradient(loss, _var(layer, "bias_untransformed_scale"))
+    grad = tape.gradient(loss, _var(layer, "bias_log_scale"))
     assert grad is not None and np.all(np.abs(grad.numpy()) > 0)
 
 
@@ -414,7 +414,7 @@ def test_monte_carlo_kl_with_scale_mixture_prior(cls, sampling):
         layer(x)
         kl = layer.losses[0]
     scale_grads = tape.gradient(
-        kl, [_var(layer, "kernel_untransformed_scale"), _var(layer, "bias_untransformed_scale")]
+        kl, [_var(layer, "kernel_log_scale"), _var(layer, "bias_log_scale")]
     )
     for grad in scale_grads:
         assert np.all(np.isfinite(grad.numpy())) and np.any(grad.numpy() != 0)
@@ -446,7 +446,7 @@ def test_inference_calls_add_the_kl_but_do_not_record_it(cls):
     recorded = float(layer.last_kl)
     assert recorded > 0
     # Shrink the posterior: a recording call would now report another KL.
-    _var(layer, "kernel_untransformed_scale").assign(tf.fill((4, 2), -20.0))
+    _var(layer, "kernel_log_scale").assign(tf.fill((4, 2), -20.0))
     layer(x, training=False)
     assert float(layer.last_kl) == recorded
     # The loss term is still added (evaluate() reports the negative ELBO).
@@ -476,24 +476,42 @@ def test_posterior_params_hold_the_layers_variables(cls):
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_the_posterior_scale_and_its_gradient_are_tensorflows_softplus(jit_compile):
-    """`MeanFieldNormal.scale()` differentiates softplus its own way; same numbers."""
+def test_the_posterior_kl_and_its_gradients_are_tfps(jit_compile):
+    """`scale = exp(log_scale)`; the KL reads the log scale: TFP's values and gradients."""
     layer = keras.layers.Layer()
-    raw = [-np.inf, -200, -100, -30, -20, -5, -1e-3, 0, 1e-3, 3, 20, 30, 100, 200, np.inf, np.nan]
-    raw = np.array(raw, "float32")
-    q = posteriors.MeanFieldNormal(layer, "kernel", raw.shape)
-    q.untransformed_scale.assign(raw)
+    rng = np.random.default_rng()
+    log_scale = rng.uniform(-9.0, 1.0, 64).astype("float32")
+    loc = rng.normal(0.0, 1.0, 64).astype("float32")
+    q = posteriors.MeanFieldNormal(layer, "kernel", loc.shape)
+    q.loc.assign(loc)
+    q.log_scale.assign(log_scale)
+    prior = priors.Normal(0.3, 0.7)
+    variables = [q.loc, q.log_scale]
 
     @tf.function(jit_compile=jit_compile)
-    def scales_and_gradients():
+    def kls_and_gradients():
         with tf.GradientTape(persistent=True) as tape:
-            ours = q.scale()
-            reference = tf.math.softplus(q.untransformed_scale) + posteriors.MIN_SCALE
-        gradients = [tape.gradient(s, q.untransformed_scale) for s in (ours, reference)]
-        return ours, reference, *gradients
+            ours = q.kl_divergence(prior, q.scale())
+            posterior = tfd.Normal(q.loc, tf.exp(q.log_scale))
+            reference = tf.reduce_sum(tfd.kl_divergence(posterior, prior.distribution()))
+        return ours, reference, tape.gradient(ours, variables), tape.gradient(reference, variables)
 
-    ours, reference, gradient, reference_gradient = scales_and_gradients()
-    # Infinities and NaN come out as TensorFlow's (assert_allclose compares them exactly).
-    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=0)
-    np.testing.assert_allclose(gradient, reference_gradient, rtol=1e-6, atol=0)
-    assert np.all(np.isfinite(gradient.numpy()[~np.isnan(raw)]))
+    ours, reference, gradients, reference_gradients = kls_and_gradients()
+    np.testing.assert_allclose(q.scale(), np.exp(log_scale), rtol=1e-6)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5)
+    for gradient, expected in zip(gradients, reference_gradients, strict=True):
+        np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_a_vanishing_posterior_scale_keeps_the_kl_finite():
+    """Below exp(-87) the float32 scale is 0; the KL still reads the log scale."""
+    layer = keras.layers.Layer()
+    q = posteriors.MeanFieldNormal(layer, "kernel", (3,))
+    log_scale = np.array([-200.0, -100.0, -5.0])
+    q.log_scale.assign(log_scale.astype("float32"))
+    with tf.GradientTape() as tape:
+        kl = q.kl_divergence(priors.Normal(), q.scale())
+    gradient = tape.gradient(kl, q.log_scale).numpy()
+    expected = np.sum(0.5 * (np.exp(2 * log_scale) + q.loc.numpy() ** 2) - log_scale - 0.5)
+    np.testing.assert_allclose(float(kl), expected, rtol=1e-6)
+    np.testing.assert_allclose(gradient, np.exp(2 * log_scale) - 1.0, rtol=1e-6)

@@ -256,7 +256,7 @@ def test_snapshot_is_the_inference_states_scales():
 
 
 def test_predict_traces_reading_the_snapshot():
-    # The compiled pass reads the scales predict() refreshed, not a softplus per batch.
+    # The compiled pass reads the scales predict() refreshed, not a transform per batch.
     head = tdg.heads.Categorical(3)
     model = keras.Sequential(
         [keras.Input((5,)), layers.DenseFlipout(8), layers.DenseFlipout(3), head]

@@ -46,7 +46,7 @@ import scipy.special
 import scipy.stats
 import tensorflow as tf
 
-from tfp_deepgen import heads, layers, posteriors, predictive, priors
+from tfp_deepgen import heads, layers, predictive, priors
 from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
 from tfp_deepgen.predictive import monte_carlo
 
@@ -67,9 +67,8 @@ def _var(layer, name):
 def _set_posterior(layer, prefix, loc, scale):
     """Sets `q(prefix)` to N(loc, scale^2) (scale as the layer reads it)."""
     _var(layer, f"{prefix}_loc").assign(np.asarray(loc, np.float32))
-    target = np.asarray(scale, np.float64) - posteriors.MIN_SCALE
-    raw = np.log(np.expm1(target))  # softplus^-1
-    _var(layer, f"{prefix}_untransformed_scale").assign(raw.astype(np.float32))
+    log_scale = np.log(np.asarray(scale, np.float64))
+    _var(layer, f"{prefix}_log_scale").assign(log_scale.astype(np.float32))
 
 
 def _kernel_scale(layer):

@@ -274,7 +274,7 @@ class VariationalLinear(VariationalLayer):
         if bias_q is not None:
             if bias_sample_for_kl and bias_sample is None:
                 bias_sample = draw_bias()
-            kl += self.bias_prior.kl_divergence(bias_q.loc, bias_scale, sample=bias_sample)
+            kl += bias_q.kl_divergence(self.bias_prior, bias_scale, sample=bias_sample)
         self.add_kl(kl, training, inputs)
 
         return self.activation(outputs)

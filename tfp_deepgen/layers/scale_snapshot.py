@@ -23,9 +23,10 @@ __all__ = ["PosteriorScaleSnapshot"]
 class PosteriorScaleSnapshot(keras.layers.Layer):
     """Copies of the posterior scales that Monte-Carlo passes can read instead.
 
-    A scale is `softplus(untransformed) + 1e-8` of every weight, recomputed on
-    each call because the weights may change; for a few hundred thousand
-    weights that softplus costs more than the matmuls of a small batch. When
+    A scale is computed from its variable (`exp(log_scale)` for a mean-field
+    posterior) for every weight on each call, because the weights may change;
+    for a few hundred thousand weights that costs as much as the matmuls of a
+    small batch. When
     the weights are fixed (a SavedModel, one `predictive.predict` call), take a
     snapshot: non-trainable variables holding the scales, refreshed with
     `refresh()`, and read by every variational layer of `model` while
@@ -35,7 +36,7 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
     With `track_changes=True` the snapshot also keeps a copy of each
     untransformed scale variable, and `refresh_if_stale()`, called inside a
     traced function, recomputes exactly the scales whose variables changed:
-    a comparison per call instead of a softplus (twice the memory of the
+    a comparison per call instead of a transform (twice the memory of the
     scale variables).
 
     Args:
@@ -138,7 +139,7 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
 
         # One branch for the common case (nothing changed). An integer index,
         # not a boolean: XLA turns a boolean conditional whose branches are
-        # elementwise into a select, which computes every softplus and rewrites
+        # elementwise into a select, which computes every scale and rewrites
         # every copy on each call.
         any_changed = tf.reduce_any(tf.stack(changed))
         tf.switch_case(

@@ -75,8 +75,8 @@ class MonteCarloPredictive:
             heads only.
         cache_scales: Keep the posterior scales of the model's variational
             layers in a `tfp_deepgen.layers.PosteriorScaleSnapshot`, refreshed
-            inside each call only where the weights changed. Saves the
-            softplus of every scale per call (most of the cost of a small
+            inside each call only where the weights changed. Saves computing
+            every scale per call (a large part of the cost of a small
             batch) for twice the memory of the scale variables.
 
     Example:
