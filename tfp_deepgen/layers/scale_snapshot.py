@@ -25,8 +25,8 @@ class PosteriorScaleSnapshot(keras.layers.Layer):
 
     A scale is computed from its variable (`exp(log_scale)` for a mean-field
     posterior) for every weight on each call, because the weights may change;
-    for a few hundred thousand weights that costs as much as the matmuls of a
-    small batch. When
+    for a few hundred thousand weights that is about half the matmuls of a
+    one-example batch. When
     the weights are fixed (a SavedModel, one `predictive.predict` call), take a
     snapshot: non-trainable variables holding the scales, refreshed with
     `refresh()`, and read by every variational layer of `model` while

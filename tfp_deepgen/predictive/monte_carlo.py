@@ -75,9 +75,11 @@ class MonteCarloPredictive:
             heads only.
         cache_scales: Keep the posterior scales of the model's variational
             layers in a `tfp_deepgen.layers.PosteriorScaleSnapshot`, refreshed
-            inside each call only where the weights changed. Saves computing
-            every scale per call (a large part of the cost of a small
-            batch) for twice the memory of the scale variables.
+            inside each call only where the weights changed, for twice the
+            memory of the scale variables. Since the scales are stored as
+            logs (one `exp` each), the change check costs more than it saves
+            on the benchmarked MLP (`benchmarks/RESULTS.md`); it pays only
+            for layers whose scale transform is dearer.
 
     Example:
 
