@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
-from layer_classes import ALL, CONV, DENSE
+from layer_classes import ALL, CONV, DENSE, set_posterior, variable
 
 from tfp_deepgen import layers, posteriors, priors
 
@@ -36,11 +36,6 @@ def _name(cls):
     return cls.__name__
 
 
-def _var(layer, name):
-    (var,) = [v for v in layer.weights if v.name == name]
-    return var
-
-
 def _make(cls, seed=0, **kwargs):
     """A layer of `cls` with 3 outputs (units or filters)."""
     if cls in DENSE:
@@ -54,12 +49,6 @@ def _input_shape(cls, batch):
     return (batch,) + (4,) * cls.rank + (2,)
 
 
-def _set_posterior(layer, loc, scale, prefix="kernel"):
-    _var(layer, f"{prefix}_loc").assign(np.asarray(loc, np.float32))
-    log_scale = np.log(np.asarray(scale, np.float64))
-    _var(layer, f"{prefix}_log_scale").assign(log_scale.astype(np.float32))
-
-
 # --------------------------------------------------------------------------
 # Gradient variance: flipout vs reparameterization
 # --------------------------------------------------------------------------
@@ -68,8 +57,8 @@ def _set_posterior(layer, loc, scale, prefix="kernel"):
 def _gradient_draws(cls, x, y, loc, scale, repeats):
     layer = cls(y.shape[-1], kernel_posterior_scale_init=scale, kl_weight=0.0, seed=3)
     layer.build(x.shape)
-    _var(layer, "kernel_loc").assign(loc)
-    variables = [_var(layer, "kernel_loc"), _var(layer, "kernel_log_scale")]
+    variable(layer, "kernel_loc").assign(loc)
+    variables = [variable(layer, "kernel_loc"), variable(layer, "kernel_log_scale")]
 
     @tf.function
     def gradient():
@@ -130,10 +119,10 @@ def _dense_with_known_posterior(cls, bias_prior=None, seed=5):
     layer.build((None, 4))
     loc = rng.normal(size=(4, 3))
     scale = rng.uniform(0.1, 0.6, size=(4, 3))
-    _set_posterior(layer, loc, scale)
+    set_posterior(layer, "kernel", loc, scale)
     bias = np.array([0.5, -1.0, 2.0])
     if bias_prior is None:
-        _var(layer, "bias").assign(bias.astype(np.float32))
+        variable(layer, "bias").assign(bias.astype(np.float32))
     return layer, loc, scale, bias
 
 
@@ -255,8 +244,8 @@ def test_mean_mode_dense_equals_x_loc_plus_b(cls, variational_bias):
     first = layer(x).numpy()
     second = layer(x).numpy()
     np.testing.assert_array_equal(first, second)
-    loc = _var(layer, "kernel_loc").numpy()
-    bias = _var(layer, "bias_loc" if variational_bias else "bias").numpy()
+    loc = variable(layer, "kernel_loc").numpy()
+    bias = variable(layer, "bias_loc" if variational_bias else "bias").numpy()
     assert np.any(bias != 0)
     np.testing.assert_allclose(first, x @ loc + bias, rtol=1e-5, atol=1e-5)
 
@@ -279,7 +268,7 @@ def test_mean_mode_conv_equals_deterministic_conv(cls):
         3, 2, padding="same"
     )
     reference.build(x.shape)
-    reference.set_weights([_var(layer, "kernel_loc").numpy(), _var(layer, "bias").numpy()])
+    reference.set_weights([variable(layer, "kernel_loc").numpy(), variable(layer, "bias").numpy()])
     np.testing.assert_allclose(first, reference(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -290,7 +279,7 @@ def test_sampling_mode_context_switches_to_means():
     with layers.sampling_mode(model, "mean"):
         out = model(x).numpy()
         np.testing.assert_array_equal(out, model(x).numpy())
-        np.testing.assert_allclose(out, x @ _var(layer, "kernel_loc").numpy(), atol=1e-6)
+        np.testing.assert_allclose(out, x @ variable(layer, "kernel_loc").numpy(), atol=1e-6)
     assert layer.sampling == "sample"
     assert np.max(np.abs(model(x).numpy() - out)) > 1e-3
 
@@ -308,7 +297,7 @@ def test_variational_bias_is_sampled(cls):
     layer.build((None, 4))
     assert layer.bias is None
     assert layer.bias_posterior() is not None
-    _set_posterior(layer, bias_loc, bias_scale, prefix="bias")
+    set_posterior(layer, "bias", bias_loc, bias_scale)
     # Zero inputs: the output is the bias alone.
     x = tf.zeros((16, 4))
     call = tf.function(lambda: layer(x))
@@ -324,7 +313,7 @@ def test_variational_bias_is_sampled(cls):
     # The bias noise is part of the graph: the loss reaches the bias scale.
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(layer(x)))
-    grad = tape.gradient(loss, _var(layer, "bias_log_scale"))
+    grad = tape.gradient(loss, variable(layer, "bias_log_scale"))
     assert grad is not None and np.all(np.abs(grad.numpy()) > 0)
 
 
@@ -414,7 +403,7 @@ def test_monte_carlo_kl_with_scale_mixture_prior(cls, sampling):
         layer(x)
         kl = layer.losses[0]
     scale_grads = tape.gradient(
-        kl, [_var(layer, "kernel_log_scale"), _var(layer, "bias_log_scale")]
+        kl, [variable(layer, "kernel_log_scale"), variable(layer, "bias_log_scale")]
     )
     for grad in scale_grads:
         assert np.all(np.isfinite(grad.numpy())) and np.any(grad.numpy() != 0)
@@ -446,7 +435,7 @@ def test_inference_calls_add_the_kl_but_do_not_record_it(cls):
     recorded = float(layer.last_kl)
     assert recorded > 0
     # Shrink the posterior: a recording call would now report another KL.
-    _var(layer, "kernel_log_scale").assign(tf.fill((4, 2), -20.0))
+    variable(layer, "kernel_log_scale").assign(tf.fill((4, 2), -20.0))
     layer(x, training=False)
     assert float(layer.last_kl) == recorded
     # The loss term is still added (evaluate() reports the negative ELBO).

@@ -45,6 +45,7 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 import tensorflow as tf
+from layer_classes import set_posterior, variable
 
 from tfp_deepgen import heads, layers, predictive, priors
 from tfp_deepgen.heads.base import DEFAULT_SCALE_SLOPE
@@ -57,18 +58,6 @@ F32 = 2.0**-24  # float32 unit roundoff
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-
-def _var(layer, name):
-    (var,) = [v for v in layer.weights if v.name == name]
-    return var
-
-
-def _set_posterior(layer, prefix, loc, scale):
-    """Sets `q(prefix)` to N(loc, scale^2) (scale as the layer reads it)."""
-    _var(layer, f"{prefix}_loc").assign(np.asarray(loc, np.float32))
-    log_scale = np.log(np.asarray(scale, np.float64))
-    _var(layer, f"{prefix}_log_scale").assign(log_scale.astype(np.float32))
 
 
 def _kernel_scale(layer):
@@ -123,8 +112,8 @@ def _one_hot_model(head, params, layer_cls=layers.DenseReparameterization, scale
     params = np.asarray(params, np.float32)
     layer = layer_cls(head.input_size, kernel_posterior_scale_init=scale, seed=11)
     model = keras.Sequential([keras.Input((len(params),)), layer, head])
-    _var(layer, "kernel_loc").assign(params)
-    _var(layer, "bias").assign(np.zeros(head.input_size, np.float32))
+    variable(layer, "kernel_loc").assign(params)
+    variable(layer, "bias").assign(np.zeros(head.input_size, np.float32))
     return model, np.eye(len(params), dtype=np.float32)
 
 
@@ -152,15 +141,15 @@ def gaussian_case(request):
     bias_prior = priors.Normal(0.0, 1.0) if request.param else None
     layer = layers.DenseReparameterization(1, bias_prior=bias_prior, seed=5)
     model = keras.Sequential([keras.Input((3,)), layer, heads.IndependentNormal(scale=NOISE_SCALE)])
-    _set_posterior(layer, "kernel", MU[:, None], SIGMA[:, None])
+    set_posterior(layer, "kernel", MU[:, None], SIGMA[:, None])
     sigma = _kernel_scale(layer)[:, 0]
     x = X_GAUSS.astype(np.float64)
     mean = x @ MU + BIAS_LOC
     epistemic = np.square(x) @ np.square(sigma)
     if bias_prior is None:
-        _var(layer, "bias").assign([BIAS_LOC])
+        variable(layer, "bias").assign([BIAS_LOC])
     else:
-        _set_posterior(layer, "bias", [BIAS_LOC], [BIAS_SCALE])
+        set_posterior(layer, "bias", [BIAS_LOC], [BIAS_SCALE])
         epistemic = epistemic + _bias_scale(layer)[0] ** 2
     out = predictive.MonteCarloPredictive(model, S_GAUSS, quantiles=LEVELS, seed=3)(X_GAUSS)
     out = {k: v.numpy().astype(np.float64) for k, v in out.items()}
@@ -238,8 +227,8 @@ def _dense_case(cls):
     layer = cls(2, seed=7)
     model = keras.Sequential([keras.Input((4,)), layer, heads.IndependentNormal(2, scale=1.0)])
     mu = rng.normal(size=(4, 2))
-    _set_posterior(layer, "kernel", mu, rng.uniform(0.1, 0.5, size=(4, 2)))
-    _var(layer, "bias").assign([0.3, -0.2])
+    set_posterior(layer, "kernel", mu, rng.uniform(0.1, 0.5, size=(4, 2)))
+    variable(layer, "bias").assign([0.3, -0.2])
     return model, layer, mu
 
 
@@ -282,8 +271,8 @@ def _conv_case(cls, rng):
         ]
     )
     mu = rng.normal(size=(2, 2, 1, 1))
-    _set_posterior(layer, "kernel", mu, rng.uniform(0.2, 0.6, size=(2, 2, 1, 1)))
-    _set_posterior(layer, "bias", [0.1], [0.3])
+    set_posterior(layer, "kernel", mu, rng.uniform(0.2, 0.6, size=(2, 2, 1, 1)))
+    set_posterior(layer, "bias", [0.1], [0.3])
     return model, layer, mu
 
 
@@ -354,7 +343,7 @@ def test_dense_on_sequences_shares_one_kernel_per_copy():
             heads.IndependentNormal(2, scale=1.0),
         ]
     )
-    _set_posterior(layer, "kernel", [[0.5], [-0.2], [1.0]], [[0.3], [0.4], [0.5]])
+    set_posterior(layer, "kernel", [[0.5], [-0.2], [1.0]], [[0.3], [0.4], [0.5]])
     mc = predictive.MonteCarloPredictive(model, 500)
     draws = mc.parameter_samples(np.ones((1, 2, 3), np.float32)).numpy()[:, 0]
     np.testing.assert_allclose(draws[:, 0], draws[:, 1], rtol=0, atol=1e-5)
@@ -372,7 +361,7 @@ def _classifier_model(head, scale):
     rng = np.random.default_rng(4)
     layer = layers.DenseFlipout(head.input_size, kernel_posterior_scale_init=scale, seed=13)
     model = keras.Sequential([keras.Input((4,)), layer, head])
-    _var(layer, "kernel_loc").assign(rng.normal(size=(4, head.input_size)).astype(np.float32))
+    variable(layer, "kernel_loc").assign(rng.normal(size=(4, head.input_size)).astype(np.float32))
     return model
 
 
@@ -605,7 +594,7 @@ def test_predict_reuses_one_compiled_function_and_reads_current_weights():
     (run,) = mc._functions.values()
     # A larger posterior between calls: the second call must see it, although
     # it reuses the compiled function and its snapshot of the scales.
-    _set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
+    set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
     second = predictive.predict(model, x, num_samples=64, seed=0)
     assert len(monte_carlo._PREDICTIVES[model]) == 1
     assert run.experimental_get_tracing_count() == 1
@@ -626,7 +615,7 @@ def test_cached_scales_follow_weight_changes(jit):
     mc = predictive.MonteCarloPredictive(model, 64, cache_scales=True)
     run = tf.function(lambda batch: mc(batch, ("epistemic_variance",)), jit_compile=jit)
     assert np.all(run(x)["epistemic_variance"].numpy() < 1e-8)
-    _set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
+    set_posterior(layer, "kernel", [[0.5], [-1.0]], [[3.0], [3.0]])
     variance = run(x)["epistemic_variance"].numpy()
     np.testing.assert_array_less(np.abs(variance - 9.0), _plugin_var_bound(9.0, 64))
     kernel_copy = mc.scale_cache.weights[0]
@@ -694,7 +683,7 @@ def test_posterior_scale_snapshot_is_read_only_while_active():
     assert len(model.weights) == 4  # the snapshot is not the model's state
     with snapshot.active():
         assert layer.posterior_scales() == (kernel_copy, bias_copy)
-    _set_posterior(layer, "kernel", np.zeros((2, 3)), np.full((2, 3), 0.7))
+    set_posterior(layer, "kernel", np.zeros((2, 3)), np.full((2, 3), 0.7))
     np.testing.assert_allclose(layer.posterior_scales()[0].numpy(), 0.7, rtol=1e-6)
     assert not np.allclose(kernel_copy.numpy(), 0.7)  # stale until refreshed
     snapshot.refresh()
@@ -791,7 +780,7 @@ def _two_input_model():
     dense = layers.DenseReparameterization(head.input_size, seed=0)
     params = dense(keras.layers.Concatenate()([a, b]))
     model = keras.Model({"a": a, "b": b}, head(params))
-    _set_posterior(dense, "kernel", np.arange(1.0, 6.0)[:, None], np.full((5, 1), 1e-6))
+    set_posterior(dense, "kernel", np.arange(1.0, 6.0)[:, None], np.full((5, 1), 1e-6))
     return model
 
 
